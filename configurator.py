@@ -1,0 +1,77 @@
+"""
+Configuration for every script, nanoGPT-style: plain defaults in the script, then presets
+(python files in config/) and --key=value overrides from the command line, in order.
+
+    python train.py config/shapes_gpu.py --batch_size=32 --compile=False
+
+Values are parsed as Python literals and must have the default's type (an int is accepted
+where a float is expected); unknown keys are rejected with the list of valid ones.
+"""
+import ast
+import os
+import sys
+
+
+def _coerce(key, value, default):
+    """`value` converted to the type of `default`, or a ValueError saying what was expected."""
+    want = type(default)
+    if default is None or isinstance(value, want):
+        return value
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if want is tuple and isinstance(value, list):
+        return tuple(value)
+    raise ValueError(f"{key} must be a {want.__name__} (default {default!r}), got {value!r}")
+
+
+def _parse_value(text):
+    """A command-line string as a Python literal; bare words stay strings (--device=cuda)."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def configure(defaults, argv=None):
+    """
+    Resolve a config: `defaults` (dict) updated by preset files and --key=value arguments.
+    Raises SystemExit with one clear message on an unknown key, a wrong type or a missing file.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    config = dict(defaults)
+
+    def update(key, value, source):
+        if key not in defaults:
+            raise SystemExit(f"error: unknown config key {key!r} (from {source}).\n"
+                             f"valid keys: {', '.join(sorted(defaults))}")
+        try:
+            config[key] = _coerce(key, value, defaults[key])
+        except ValueError as e:
+            raise SystemExit(f"error: {e} (from {source})")
+
+    for arg in argv:
+        if arg.startswith("--"):
+            if "=" not in arg:
+                raise SystemExit(f"error: expected --key=value, got {arg!r}")
+            key, text = arg[2:].split("=", 1)
+            update(key, _parse_value(text), arg)
+        else:
+            if not os.path.isfile(arg):
+                raise SystemExit(f"error: config file {arg!r} not found (expected a preset such "
+                                 f"as config/shapes_tiny.py, or --key=value)")
+            preset = {}
+            with open(arg) as f:
+                exec(f.read(), {}, preset)
+            for key, value in preset.items():
+                if not key.startswith("_"):
+                    update(key, value, arg)
+    return config
+
+
+def print_config(config):
+    """The resolved config, one key a line, as every run log starts with it."""
+    width = max(map(len, config))
+    for key in sorted(config):
+        print(f"  {key:<{width}} = {config[key]!r}")

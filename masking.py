@@ -1,0 +1,153 @@
+"""
+Masks of Lumos-1: who may attend to whom, which tokens are hidden in training, and the
+schedules of AR-DF sampling.
+
+- Attention (sec. 3.1): intra-frame bidirectional, inter-frame causal; text causal.
+- Training (AR-DF, sec. 3.3): temporal tube masking, and the two baselines of the ablation.
+- Inference (AR-DF, sec. 3.3): the cosine unmasking schedule and the history mask.
+
+Frame ids (tokenizer.py): f >= 0 for visual tokens of latent frame f, -1 for text and special
+tokens, -2 for padding.
+"""
+import math
+
+import torch
+
+TEXT_FRAME, PAD_FRAME = -1, -2
+
+
+# -----------------------------------------------------------------------------
+# attention
+
+def _check_frame_ids(frame_ids):
+    if frame_ids.dtype not in (torch.int32, torch.int64) or frame_ids.dim() not in (1, 2):
+        raise ValueError(f"frame_ids must be an integer tensor [L] or [B, L], got "
+                         f"{frame_ids.dtype} of shape {tuple(frame_ids.shape)}")
+
+
+def may_attend(q_idx, k_idx, q_frame, k_frame):
+    """
+    The attention rule, elementwise (shared by the dense mask and the FlexAttention mask_mod):
+    k <= q (causal), or both are visual tokens of the same frame (a frame sees all of itself);
+    padding keys are never seen, but a padding query sees itself (so its softmax is defined).
+    """
+    causal = k_idx <= q_idx
+    same_frame = (q_frame == k_frame) & (q_frame >= 0)
+    return ((causal | same_frame) & (k_frame != PAD_FRAME)) | (q_idx == k_idx)
+
+
+def attention_mask(frame_ids, query_index=None):
+    """
+    Dense boolean mask, True where a query may attend a key: [L, L] or [B, L, L] (the
+    reference; CPU and tests). frame_ids: [L] or [B, L]. query_index: optional LongTensor [n]
+    of the query positions to build rows for (the KV-cached sampler needs only the current
+    frame's rows): [..., n, L].
+    """
+    _check_frame_ids(frame_ids)
+    L = frame_ids.shape[-1]
+    k_idx = torch.arange(L, device=frame_ids.device)
+    q_idx = k_idx if query_index is None else query_index.to(frame_ids.device)
+    q_frame = frame_ids[..., q_idx]
+    return may_attend(q_idx[:, None], k_idx[None, :], q_frame[..., :, None],
+                      frame_ids[..., None, :])
+
+
+def flex_block_mask(frame_ids, block_size=128):
+    """
+    The same rule as attention_mask, as a FlexAttention BlockMask (the fast path on GPU): blocks
+    entirely in the future of a frame are skipped, never computed. frame_ids: [B, L].
+    No [L, L] tensor is ever built.
+    """
+    from torch.nn.attention.flex_attention import create_block_mask
+    _check_frame_ids(frame_ids)
+    frame_ids = frame_ids if frame_ids.dim() == 2 else frame_ids[None]
+    B, L = frame_ids.shape
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return may_attend(q_idx, kv_idx, frame_ids[b, q_idx], frame_ids[b, kv_idx])
+
+    return create_block_mask(mask_mod, B, None, L, L, device=frame_ids.device,
+                             BLOCK_SIZE=block_size)
+
+
+# -----------------------------------------------------------------------------
+# AR-DF training masks. Each returns a bool tensor [B, F, N] (True = replaced by MASK and in
+# the loss), N = h*w tokens per frame, and draws from an explicit generator (reproducible,
+# seeded per rank and step).
+
+def mask_ratio(batch_size, generator, floor=0.7):
+    """rho = max(cos(pi*u/2), floor), u ~ U(0,1) per sample: [B]. With floor 0.7, about half
+    of the samples sit exactly at the floor (cos(pi*u/2) < 0.7 for u > 0.506)."""
+    u = torch.rand(batch_size, generator=generator)
+    return torch.cos(math.pi * u / 2).clamp(min=floor)
+
+
+def _exact_count_mask(rho, n, generator):
+    """[..., n] bool with exactly round(rho*n) (at least 1) True per row at random positions."""
+    count = (rho * n).round().long().clamp(1, n)  # (...)
+    scores = torch.rand(*rho.shape, n, generator=generator)
+    ranks = scores.argsort(-1).argsort(-1)  # a random permutation per row
+    return ranks < count[..., None]
+
+
+def tube_mask(rho, num_frames, n, generator):
+    """
+    AR-DF temporal tube mask (sec. 3.3): one spatial mask per sample with exactly
+    round(rho*n) positions, repeated on every frame (frame 0 included). Masked positions line up
+    through time, so an earlier frame never shows the answer at a masked spot of a later frame.
+    rho: [B]. Returns [B, F, n].
+    """
+    spatial = _exact_count_mask(rho, n, generator)  # (B, n)
+    return spatial[:, None, :].expand(-1, num_frames, -1).contiguous()
+
+
+def random_mask(rho, num_frames, n, generator):
+    """Baseline: i.i.d. per token with probability rho. Later frames can copy the unmasked
+    tokens of earlier frames (the frame-wise loss imbalance the paper diagnoses). [B, F, n]."""
+    return torch.rand(len(rho), num_frames, n, generator=generator) < rho[:, None, None]
+
+
+def diffusion_forcing_mask(num_frames, n, generator, floor=0.7, batch_size=1):
+    """Baseline (diffusion forcing): an independent ratio and mask for every frame. [B, F, n]."""
+    rho = mask_ratio(batch_size * num_frames, generator, floor).view(batch_size, num_frames)
+    return _exact_count_mask(rho, n, generator)
+
+
+def training_mask(kind, batch_size, num_frames, n, generator, floor=0.7):
+    """The [B, F, n] training mask of the given kind: 'tube' (AR-DF), 'random' or 'diffusion_forcing'."""
+    if kind == "diffusion_forcing":
+        return diffusion_forcing_mask(num_frames, n, generator, floor, batch_size)
+    rho = mask_ratio(batch_size, generator, floor)
+    if kind == "tube":
+        return tube_mask(rho, num_frames, n, generator)
+    if kind == "random":
+        return random_mask(rho, num_frames, n, generator)
+    raise ValueError(f"unknown mask kind {kind!r}; choose 'tube', 'random' or 'diffusion_forcing'")
+
+
+# -----------------------------------------------------------------------------
+# AR-DF inference schedules
+
+def num_masked_after(step, steps, n, num_masked_now):
+    """
+    MaskGIT cosine schedule: how many of a frame's n tokens stay masked after step `step`
+    (0-based) of `steps`: floor(n * cos(pi/2 * (step+1)/steps)), at least 1 and at most
+    num_masked_now - 1 (every step decides something), and 0 after the last step.
+    """
+    if step >= steps - 1:
+        return 0
+    keep = math.floor(n * math.cos(math.pi / 2 * (step + 1) / steps))
+    return max(1, min(keep, num_masked_now - 1))
+
+
+def history_mask(n, ratio):
+    """
+    AR-DF inference (sec. 3.3): which positions of a finished frame are replaced by MASK before
+    it enters the KV cache, so the context looks like training context (partially masked).
+    round(ratio*n) evenly spaced positions, one pattern for every frame. [n] bool.
+    """
+    count = round(ratio * n)
+    mask = torch.zeros(n, dtype=torch.bool)
+    if count > 0:
+        mask[torch.linspace(0, n - 1, count).round().long()] = True
+    return mask

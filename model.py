@@ -1,0 +1,316 @@
+"""
+The Lumos-1 backbone: a Llama-style decoder over one sequence of text and visual tokens
+(sec. 3.1), with MM-RoPE (rope.py), the frame-causal mask (masking.py) and the AR-DF loss.
+
+- Training forward: the loss at masked visual positions only, over the visual codes only,
+  predicting the token at the same position (no next-token shift). The head runs on the masked
+  rows alone, in chunks: full-vocabulary logits are never built.
+- Sampling forward: only the current frame's tokens, against a static, preallocated KV cache.
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from masking import attention_mask, flex_block_mask
+from rope import apply_rope, rope_cos_sin, rope_positions
+
+
+@dataclass
+class GPTConfig:
+    n_layer: int = 6
+    n_head: int = 4
+    n_kv_head: int = 2           # grouped-query attention: n_head % n_kv_head == 0
+    n_embd: int = 128
+    ffn_hidden: int = 384        # SwiGLU hidden width
+    n_visual: int = 1000         # visual codebook size: the only logits ever used
+    visual_offset: int = 260     # token id of visual code 0 (tokenizer.VISUAL_OFFSET)
+    rope_kind: str = "mmrope"    # '1d' | 'mrope' | 'mmrope'
+    rope_scales: tuple = (4, 4, 4)  # (s_t, s_h, s_w); (1, 1, 1) turns MM-RoPE's scaling off
+    rope_base: float = 10000.0
+    attn_impl: str = "sdpa"      # 'sdpa' (dense bool mask) | 'flex' (FlexAttention block mask)
+    loss_impl: str = "chunked"   # 'chunked' (masked rows, in chunks) | 'full' (all rows at once)
+    loss_chunk: int = 4096       # rows per chunk of the chunked loss
+    norm_eps: float = 1e-5
+
+    @property
+    def vocab_size(self):
+        return self.visual_offset + self.n_visual
+
+    @property
+    def head_dim(self):
+        return self.n_embd // self.n_head
+
+
+# Model shapes. tiny/small for this project's runs; 1b/3b are the paper's sizes (Llama-3.2-like,
+# METHOD.md sec. 1), medium (~300M) is the size at which bench.py measures GPU MFU.
+PRESETS = {
+    "tiny": dict(n_layer=6, n_head=4, n_kv_head=2, n_embd=128, ffn_hidden=384),
+    "small": dict(n_layer=12, n_head=12, n_kv_head=4, n_embd=768, ffn_hidden=2048),
+    "medium": dict(n_layer=24, n_head=16, n_kv_head=8, n_embd=1024, ffn_hidden=4096),
+    "1b": dict(n_layer=16, n_head=32, n_kv_head=8, n_embd=2048, ffn_hidden=8192),
+    "3b": dict(n_layer=28, n_head=24, n_kv_head=8, n_embd=3072, ffn_hidden=8192),
+}
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim, eps):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+class KVCache(nn.Module):
+    """Static keys and values of one layer: [B, n_kv_head, max_len, head_dim], written by slot
+    index. Fixed shapes, so a compiled sampling step can be captured whole (CUDA graphs)."""
+
+    def __init__(self, batch_size, n_kv_head, max_len, head_dim, dtype, device):
+        super().__init__()
+        shape = (batch_size, n_kv_head, max_len, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+
+    def update(self, slots, k, v):
+        """Write k, v [B, n_kv_head, n, head_dim] at positions `slots` [n]; return the whole cache."""
+        self.k.index_copy_(2, slots, k.to(self.k.dtype))
+        self.v.index_copy_(2, slots, v.to(self.v.dtype))
+        return self.k, self.v
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.n_kv_head, cfg.head_dim
+        self.qkv = nn.Linear(cfg.n_embd, (cfg.n_head + 2 * cfg.n_kv_head) * cfg.head_dim, bias=False)
+        self.proj = nn.Linear(cfg.n_head * cfg.head_dim, cfg.n_embd, bias=False)
+        # QK-norm (sec. 3.1): normalise q and k per head before RoPE; keeps bf16 training stable
+        self.q_norm = RMSNorm(cfg.head_dim, cfg.norm_eps)
+        self.k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps)
+        self.kv_cache = None
+
+    def forward(self, x, cos, sin, mask, slots=None):
+        B, L, _ = x.shape
+        q, k, v = self.qkv(x).split([self.n_head * self.head_dim,
+                                     self.n_kv_head * self.head_dim,
+                                     self.n_kv_head * self.head_dim], dim=-1)
+        q = self.q_norm(q.view(B, L, self.n_head, self.head_dim)).transpose(1, 2)  # (B, nh, L, hd)
+        k = self.k_norm(k.view(B, L, self.n_kv_head, self.head_dim)).transpose(1, 2)  # (B, nkv, L, hd)
+        v = v.view(B, L, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, nkv, L, hd)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if slots is not None:  # sampling: write this chunk to the cache, attend over the cache
+            k, v = self.kv_cache.update(slots, k, v)  # (B, nkv, max_len, hd)
+        if isinstance(mask, torch.Tensor):
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], enable_gqa=True)
+        else:
+            y = flex_attention(q, k, v, block_mask=mask, enable_gqa=True)
+        y = y.transpose(1, 2).reshape(B, L, self.n_head * self.head_dim)  # (B, L, nh*hd)
+        return self.proj(y)
+
+
+class MLP(nn.Module):
+    """SwiGLU feed-forward."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.gate_up = nn.Linear(cfg.n_embd, 2 * cfg.ffn_hidden, bias=False)
+        self.down = nn.Linear(cfg.ffn_hidden, cfg.n_embd, bias=False)
+
+    def forward(self, x):
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        self.attn = Attention(cfg)
+        self.mlp_norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, cos, sin, mask, slots=None):
+        x = x + self.attn(self.attn_norm(x), cos, sin, mask, slots)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+_compiled_flex = None
+
+
+def flex_attention(q, k, v, **kwargs):
+    """FlexAttention, compiled once (eager FlexAttention is a slow reference implementation)."""
+    global _compiled_flex
+    if _compiled_flex is None:
+        from torch.nn.attention.flex_attention import flex_attention as flex
+        _compiled_flex = torch.compile(flex, dynamic=False)
+    return _compiled_flex(q, k, v, **kwargs)
+
+
+class MaskedRowCrossEntropy(torch.autograd.Function):
+    """
+    Sum of cross-entropies of h @ weight.T against target, computed chunk by chunk, with the
+    gradients computed in the same pass: no [rows, V] logits outlive their chunk, in forward or
+    backward (the official code keeps full-vocabulary fp32 logits at every position).
+    h [M, d], weight [V, d], target [M]. Returns (loss sum, per-row losses [M] without grad).
+    """
+
+    @staticmethod
+    def forward(ctx, h, weight, target, chunk):
+        w = weight.to(h.dtype)
+        losses = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
+        grad_h = torch.empty_like(h)
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device)
+        for i in range(0, h.shape[0], chunk):
+            hc, tc = h[i:i + chunk], target[i:i + chunk]
+            logits = (hc @ w.t()).float()  # (c, V)
+            lse = logits.logsumexp(-1)
+            losses[i:i + chunk] = lse - logits.gather(1, tc[:, None]).squeeze(1)
+            dlogits = (logits - lse[:, None]).exp_()  # softmax - onehot = d loss / d logits
+            dlogits[torch.arange(len(tc), device=h.device), tc] -= 1
+            dlogits = dlogits.to(h.dtype)
+            grad_h[i:i + chunk] = dlogits @ w
+            grad_w += (dlogits.t() @ hc).float()
+        ctx.save_for_backward(grad_h, grad_w.to(weight.dtype))
+        ctx.mark_non_differentiable(losses)
+        return losses.sum(), losses
+
+    @staticmethod
+    def backward(ctx, grad_sum, grad_losses):
+        grad_h, grad_w = ctx.saved_tensors
+        return grad_h * grad_sum.to(grad_h.dtype), grad_w * grad_sum, None, None
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        if cfg.n_embd % cfg.n_head or cfg.n_head % cfg.n_kv_head:
+            raise ValueError(f"n_embd ({cfg.n_embd}) must be divisible by n_head ({cfg.n_head}) "
+                             f"and n_head by n_kv_head ({cfg.n_kv_head})")
+        rope_cos_sin(torch.zeros(3, 1, dtype=torch.long), cfg.head_dim, cfg.rope_kind)  # validates
+        if cfg.attn_impl not in ("sdpa", "flex") or cfg.loss_impl not in ("chunked", "full"):
+            raise ValueError(f"attn_impl must be 'sdpa' or 'flex' and loss_impl 'chunked' or "
+                             f"'full', got {cfg.attn_impl!r}, {cfg.loss_impl!r}")
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        # untied head over the visual codes only: text logits would never be used (no text loss)
+        self.head = nn.Linear(cfg.n_embd, cfg.n_visual, bias=False)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # depth-scaled init of the residual projections
+            if name.endswith(("attn.proj.weight", "mlp.down.weight")):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(m):
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+
+    def num_params(self, embedding=True):
+        n = sum(p.numel() for p in self.parameters())
+        return n if embedding else n - self.wte.weight.numel()
+
+    def rope(self, frame, row, col):
+        """fp32 cos, sin [B, L, head_dim] for the per-token frame/row/col ids [B, L]."""
+        c = self.cfg
+        pos = rope_positions(frame, row, col, c.rope_kind, c.rope_scales)  # (B, 3, L)
+        return rope_cos_sin(pos, c.head_dim, c.rope_kind, c.rope_base)
+
+    def attention_mask(self, frame):
+        """The frame-causal mask in the form the configured attention takes."""
+        return flex_block_mask(frame) if self.cfg.attn_impl == "flex" else attention_mask(frame)
+
+    def hidden(self, idx, cos, sin, mask, slots=None):
+        x = self.wte(idx)  # (B, L, d)
+        for block in self.blocks:
+            x = block(x, cos, sin, mask, slots)
+        return self.norm(x)
+
+    def forward(self, idx, frame, row, col, targets=None, loss_mask=None, mask=None):
+        """
+        idx, frame, row, col: [B, L] token ids and per-token frame/row/column ids
+        (tokenizer.layout); mask: a precomputed attention mask (built from frame if None).
+        Without targets: visual logits [B, L, n_visual].
+        With targets [B, L] (clean token ids) and loss_mask [B, L] (True at the MASK inputs):
+        the AR-DF loss (sec. 3.3) as a dict: loss_sum (differentiable), count (masked tokens),
+        and frame_loss_sum / frame_count [max frame + 1] (the per-frame diagnostic). The caller
+        divides loss_sum by the global count (all micro-batches and ranks).
+        """
+        cos, sin = self.rope(frame, row, col)
+        h = self.hidden(idx, cos, sin, self.attention_mask(frame) if mask is None else mask)
+        if targets is None:
+            return self.head(h)
+        rows = h[loss_mask]  # (M, d): only masked visual positions are predicted
+        target = targets[loss_mask] - self.cfg.visual_offset  # (M,) visual code indices
+        if self.cfg.loss_impl == "chunked":
+            loss_sum, losses = MaskedRowCrossEntropy.apply(rows, self.head.weight, target,
+                                                           self.cfg.loss_chunk)
+        else:  # reference: logits for every position, fp32, as the official code builds them
+            logits = self.head(h).float()  # (B, L, V)
+            losses = F.cross_entropy(logits[loss_mask], target, reduction="none")
+            loss_sum = losses.sum()
+        n_frames = int(frame.max()) + 1
+        f = frame[loss_mask]
+        frame_loss = torch.zeros(n_frames, device=h.device).index_add_(0, f, losses.detach())
+        frame_count = torch.bincount(f, minlength=n_frames)
+        return dict(loss_sum=loss_sum, count=loss_mask.sum(), frame_loss_sum=frame_loss,
+                    frame_count=frame_count)
+
+    # ------------------------------------------------------------------------------------------
+    # sampling with a static KV cache
+
+    def setup_cache(self, batch_size, max_len, dtype=None, device=None):
+        """Preallocate every layer's KV cache for batch_size rows of max_len tokens."""
+        p = self.head.weight
+        for block in self.blocks:
+            block.attn.kv_cache = KVCache(batch_size, self.cfg.n_kv_head, max_len,
+                                          self.cfg.head_dim, dtype or p.dtype, device or p.device)
+
+    def forward_cached(self, idx, cos, sin, mask, slots):
+        """
+        Run tokens idx [B, n] that sit at cache positions `slots` [n]: their keys and values are
+        written into the cache, and they attend over the whole cache under mask [B, n, max_len]
+        (rows of the full attention mask, so the result equals the full forward's rows).
+        cos, sin: [B, n, head_dim]. Returns visual logits [B, n, n_visual].
+        """
+        return self.head(self.hidden(idx, cos, sin, mask, slots))
+
+    # ------------------------------------------------------------------------------------------
+    # cost accounting
+
+    def flops_per_sequence(self, frame, n_masked):
+        """
+        Training FLOPs (forward + backward) of one sequence with frame ids `frame` [L] and
+        n_masked loss rows, as actually computed: 6 per parameter and token for the body,
+        attention over the attended (query, key) pairs only (the frame-causal mask skips the
+        rest), and the head on the masked rows only.
+        """
+        c = self.cfg
+        L = frame.shape[-1]
+        body = self.num_params() - self.wte.weight.numel() - self.head.weight.numel()
+        pairs = int(attention_mask(frame).sum()) if L <= 8192 else _attended_pairs(frame)
+        attn = 12 * c.n_layer * c.n_head * c.head_dim * pairs  # q.k and p.v, 3x for backward
+        head = 6 * c.n_embd * c.n_visual * n_masked
+        return 6 * body * L + attn + head
+
+
+def _attended_pairs(frame):
+    """Number of True entries of attention_mask(frame), row block by row block (long sequences)."""
+    L = frame.shape[-1]
+    idx = torch.arange(L)
+    return sum(int(attention_mask(frame, idx[i:i + 4096]).sum()) for i in range(0, L, 4096))
+
+
+PEAK_FLOPS = {"A100": 312e12, "H100": 989e12, "H200": 989e12}  # dense bf16, per GPU
+
+
+def device_peak_flops(device):
+    """Peak dense bf16 FLOP/s of the actual device, or None (CPU, unknown GPU): then no MFU."""
+    if torch.device(device).type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)

@@ -1,0 +1,125 @@
+"""The frame-causal attention mask, AR-DF training masks and sampling schedules (masking.py)."""
+import pytest
+import torch
+
+from masking import (attention_mask, diffusion_forcing_mask, history_mask, mask_ratio,
+                     num_masked_after, random_mask, training_mask, tube_mask)
+
+
+def example_frame_ids():
+    # 2 pads, 3 text tokens, then 3 frames of 4 visual tokens
+    return torch.tensor([-2, -2, -1, -1, -1] + [0] * 4 + [1] * 4 + [2] * 4)
+
+
+def rule(frame_ids):
+    """METHOD.md sec. 4 written out as loops: q may see k iff k <= q or both in the same frame;
+    padding is never seen (a pad query sees only itself)."""
+    L = len(frame_ids)
+    m = torch.zeros(L, L, dtype=torch.bool)
+    for q in range(L):
+        for k in range(L):
+            fq, fk = int(frame_ids[q]), int(frame_ids[k])
+            if q == k:
+                m[q, k] = True
+            elif fk != -2 and (k <= q or (fq == fk and fq >= 0)):
+                m[q, k] = True
+    return m
+
+
+def test_dense_mask_follows_the_rule():
+    f = example_frame_ids()
+    m = attention_mask(f)
+    assert torch.equal(m, rule(f))
+    text, f0, f1, f2 = slice(2, 5), slice(5, 9), slice(9, 13), slice(13, 17)
+    assert torch.equal(m[text, text], torch.ones(3, 3).tril().bool())    # text causal
+    for fr in (f0, f1, f2):
+        assert m[fr, fr].all()                                             # frame bidirectional
+        assert m[fr, text].all()                                           # sees the prompt
+    assert m[f1, f0].all() and m[f2, f0].all() and m[f2, f1].all()       # earlier frames seen
+    assert not m[f0, f1].any() and not m[f0, f2].any() and not m[f1, f2].any()  # never later
+    assert not m[2:, :2].any()                                             # padding never seen
+
+
+def test_dense_mask_rows_and_batches():
+    f = example_frame_ids()
+    full = attention_mask(f)
+    rows = torch.arange(9, 13)
+    assert torch.equal(attention_mask(f, rows), full[rows])
+    batch = torch.stack([f, f.roll(-2)])
+    assert attention_mask(batch).shape == (2, 17, 17)
+    assert torch.equal(attention_mask(batch)[1], rule(batch[1]))
+
+
+def test_block_mask_rule_equals_dense_mask():
+    from torch.nn.attention.flex_attention import create_mask
+    import masking
+    f = torch.stack([example_frame_ids(), example_frame_ids().roll(-2)])
+
+    def mask_mod(b, h, q, k):
+        return masking.may_attend(q, k, f[b, q], f[b, k])
+
+    dense = create_mask(mask_mod, 2, None, 17, 17, device="cpu")[:, 0]
+    assert torch.equal(dense, attention_mask(f))
+    block = masking.flex_block_mask(f, block_size=4)
+    # blocks wholly in a later frame are skipped: fewer computed blocks than a causal-free mask
+    assert block.sparsity() > 0
+
+
+def test_bad_frame_ids():
+    with pytest.raises(ValueError, match="frame_ids"):
+        attention_mask(torch.zeros(2, 3, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="frame_ids"):
+        attention_mask(torch.zeros(5))
+
+
+def test_mask_ratio_floor_holds_about_half_the_samples():
+    rho = mask_ratio(20000, torch.Generator().manual_seed(0), floor=0.7)
+    assert rho.min() == 0.7 and rho.max() <= 1.0
+    at_floor = (rho == 0.7).float().mean().item()
+    assert 0.47 < at_floor < 0.54  # P(cos(pi u / 2) < 0.7) = 1 - 2 acos(0.7)/pi = 0.506
+
+
+def test_tube_mask_same_on_every_frame_with_exact_count():
+    g = torch.Generator().manual_seed(1)
+    rho = torch.tensor([0.7, 0.93, 1.0, 0.001])
+    m = tube_mask(rho, num_frames=5, n=64, generator=g)
+    assert m.shape == (4, 5, 64)
+    assert (m == m[:, :1]).all()  # identical on every frame, frame 0 included
+    assert m[:, 0].sum(-1).tolist() == [round(0.7 * 64), round(0.93 * 64), 64, 1]
+
+
+def test_masks_are_reproducible_from_the_generator():
+    def draw(seed, kind):
+        return training_mask(kind, 8, 3, 64, torch.Generator().manual_seed(seed))
+    for kind in ("tube", "random", "diffusion_forcing"):
+        assert torch.equal(draw(3, kind), draw(3, kind))
+        assert not torch.equal(draw(3, kind), draw(4, kind))
+
+
+def test_baselines_differ_across_frames():
+    g = torch.Generator().manual_seed(0)
+    rnd = random_mask(torch.full((16,), 0.7), 3, 64, g)
+    assert not (rnd == rnd[:, :1]).all()
+    df = diffusion_forcing_mask(3, 64, g, batch_size=16)
+    counts = df.sum(-1)  # an independent ratio per frame
+    assert (counts != counts[:, :1]).any()
+    with pytest.raises(ValueError, match="unknown mask kind"):
+        training_mask("blocky", 1, 1, 4, g)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 8, 50])
+def test_cosine_schedule_decides_something_every_step_and_everything_at_the_end(steps):
+    n, masked = 64, 64
+    for s in range(steps):
+        after = num_masked_after(s, steps, n, masked)
+        assert 0 <= after < masked
+        masked = after
+    assert masked == 0
+
+
+def test_history_mask_is_evenly_spaced():
+    m = history_mask(64, 0.7)
+    assert m.sum() == round(0.7 * 64)
+    gaps = m.nonzero().flatten().diff()
+    assert gaps.min() >= 1 and gaps.max() - gaps.min() <= 1
+    assert history_mask(64, 0.0).sum() == 0 and history_mask(64, 1.0).all()
