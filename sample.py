@@ -1,0 +1,235 @@
+"""
+AR-DF inference (Lumos-1, sec. 3.3): frames one after another, the tokens of each frame in
+parallel by MaskGIT-style iterative unmasking, with classifier-free guidance and the history
+mask, against a static KV cache. Text-to-image is a 1-frame video; image-to-video puts the given
+image in frame 0.
+
+    python sample.py --out_dir=out --prompt="a red circle moves right"
+    python sample.py --out_dir=out --prompt="a blue square" --frames=1          # text-to-image
+    python sample.py --out_dir=out --prompt="a red circle moves up" --image=first.png
+"""
+import math
+import os
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from masking import attention_mask, history_mask, num_masked_after
+from tokenizer import MASK, VISUAL_OFFSET, collate, layout
+
+
+def gumbel(shape, generator, device):
+    """Standard Gumbel noise from an explicit generator (reproducible sampling)."""
+    u = torch.rand(shape, generator=generator, device=device).clamp(min=1e-20)
+    return -torch.log((-torch.log(u)).clamp(min=1e-20))
+
+
+class FrameRunner:
+    """
+    Runs the current frame's tokens given everything before it, either against the static KV
+    cache (the fast path: past frames never change, so their keys and values are computed once)
+    or by re-running the whole prefix (the uncached baseline, same results).
+    Rows [0, B) are conditional, rows [B, 2B) the same samples without text (for guidance).
+    """
+
+    def __init__(self, model, seq, text_len, n, use_cache):
+        self.model, self.seq, self.text_len, self.n, self.use_cache = model, seq, text_len, n, use_cache
+        self.idx = seq["idx"].clone()  # (rows, L): the context as the model sees it
+        self.cos, self.sin = model.rope(seq["frame"], seq["row"], seq["col"])  # (rows, L, hd)
+        if use_cache:
+            model.setup_cache(self.idx.shape[0], self.idx.shape[1])
+            self._run(torch.arange(text_len, device=self.idx.device))  # prefill the prompt
+
+    def slots(self, k):
+        start = self.text_len + k * self.n
+        return torch.arange(start, start + self.n, device=self.idx.device)
+
+    def _run(self, slots):
+        """Visual logits [rows, n, V] of the tokens at `slots`, writing them to the cache."""
+        if self.use_cache:
+            mask = attention_mask(self.seq["frame"], slots)  # (rows, n, L): rows of the full mask
+            return self.model.forward_cached(self.idx[:, slots], self.cos[:, slots],
+                                             self.sin[:, slots], mask, slots)
+        end = int(slots[-1]) + 1  # uncached: the whole prefix (later tokens can't matter)
+        s = {k: v[:, :end] for k, v in self.seq.items()}
+        return self.model(self.idx[:, :end], s["frame"], s["row"], s["col"])[:, slots]
+
+    def logits(self, k, tokens):
+        """Logits for frame k holding `tokens` [rows, n] (MASK where undecided)."""
+        slots = self.slots(k)
+        self.idx[:, slots] = tokens
+        return self._run(slots)
+
+    def commit(self, k, tokens, hist):
+        """Write finished frame k into the context with the history mask `hist` [n] applied."""
+        slots = self.slots(k)
+        self.idx[:, slots] = tokens.masked_fill(hist, MASK)
+        if self.use_cache:
+            self._run(slots)
+
+
+def guided(logits, batch_size, cfg_scale):
+    """Classifier-free guidance on the visual logits: u + g * (c - u)."""
+    if logits.shape[0] == batch_size:
+        return logits
+    cond, uncond = logits[:batch_size], logits[batch_size:]
+    return uncond + cfg_scale * (cond - uncond)
+
+
+def unmask_frame(runner, k, batch_size, steps, cfg_scale, temperature, generator):
+    """
+    MaskGIT decoding of frame k (sec. 3.3): every step samples all masked tokens, keeps the most
+    confident and re-masks the rest, on the cosine schedule; the Gumbel temperature on the
+    confidence anneals within the frame (restarted every frame). Returns tokens [B, n].
+    """
+    n, device = runner.n, runner.idx.device
+    rows = runner.idx.shape[0]
+    x = torch.full((batch_size, n), MASK, dtype=torch.long, device=device)
+    num_masked = n
+    for s in range(steps):
+        logits = guided(runner.logits(k, x.repeat(rows // batch_size, 1)).float(),
+                        batch_size, cfg_scale)  # (B, n, V)
+        logp = logits.log_softmax(-1)
+        sampled = (logp + gumbel(logp.shape, generator, device)).argmax(-1)  # a draw from p
+        masked = x == MASK
+        tau = temperature * (1 - (s + 1) / steps)
+        confidence = logp.gather(-1, sampled[..., None]).squeeze(-1)
+        confidence = confidence + tau * gumbel(confidence.shape, generator, device)
+        confidence = confidence.masked_fill(~masked, math.inf)  # decided tokens stay decided
+        x = torch.where(masked, sampled + VISUAL_OFFSET, x)
+        num_masked = num_masked_after(s, steps, n, num_masked)
+        if num_masked:
+            lowest = confidence.argsort(-1)[:, :num_masked]  # least confident go back to MASK
+            x = x.scatter(1, lowest, MASK)
+    return x
+
+
+@torch.no_grad()
+def generate(model, prompts, frames, h, w, text_len, steps=8, cfg_scale=3.0, temperature=4.5,
+             history_ratio=0.7, first_frame=None, seed=0, use_cache=True, progress=True):
+    """
+    AR-DF generation of len(prompts) videos of `frames` latent frames of h x w codes.
+    prompts: list of token-id lists (tokenizer.encode_text). first_frame: optional codes
+    [B, h, w] for image-to-video (frame 0 is given, frames 1.. are generated).
+    Returns visual codes [B, frames, h, w].
+    """
+    device = next(model.parameters()).device
+    B, n = len(prompts), h * w
+    seqs = [layout(p, frames, h, w, text_len) for p in prompts]
+    if cfg_scale != 1.0:  # the unconditional rows: the same sequences without the text
+        seqs += [layout(None, frames, h, w, text_len)] * B
+    seq = {k: v.to(device) for k, v in collate(seqs).items()}
+    runner = FrameRunner(model, seq, text_len, n, use_cache)
+    hist = history_mask(n, history_ratio).to(device)
+    generator = torch.Generator(device).manual_seed(seed)
+    out = torch.empty(B, frames, n, dtype=torch.long, device=device)
+    for k in tqdm(range(frames), desc="frames", disable=not progress, leave=False):
+        if k == 0 and first_frame is not None:
+            x = first_frame.reshape(B, n).to(device) + VISUAL_OFFSET
+        else:
+            x = unmask_frame(runner, k, B, steps, cfg_scale, temperature, generator)
+        out[:, k] = x - VISUAL_OFFSET
+        if k < frames - 1:
+            runner.commit(k, x.repeat(runner.idx.shape[0] // B, 1), hist)
+    return out.view(B, frames, h, w)
+
+
+# -----------------------------------------------------------------------------
+# files
+
+def save_video(video, stem, fps=8, scale=4):
+    """Write video uint8 [T, H, W, 3] as stem.gif and stem.png (frames side by side), upscaled
+    for viewing; also stem.mp4 when PyAV is installed. Returns the paths written."""
+    from PIL import Image
+    video = np.asarray(video).repeat(scale, axis=1).repeat(scale, axis=2)  # (T, sH, sW, 3)
+    frames = [Image.fromarray(f) for f in video]
+    paths = [stem + ".png"]
+    Image.fromarray(np.concatenate(list(video), axis=1)).save(paths[0])
+    if len(frames) > 1:
+        paths.append(stem + ".gif")
+        frames[0].save(paths[1], save_all=True, append_images=frames[1:], duration=1000 // fps, loop=0)
+        try:
+            import av
+        except ImportError:
+            return paths
+        paths.append(stem + ".mp4")
+        with av.open(paths[2], "w") as container:
+            stream = container.add_stream("libx264", rate=fps)
+            stream.width, stream.height, stream.pix_fmt = video.shape[2], video.shape[1], "yuv420p"
+            for f in video:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+            container.mux(stream.encode())
+    return paths
+
+
+def load_image_codes(path, tok, width, height):
+    """Image-to-video: the image at path as frame-0 codes [h, w], or a clear error."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        img = Image.open(path).convert("RGB")
+    except (OSError, UnidentifiedImageError) as e:
+        raise SystemExit(f"error: cannot read image {path!r}: {e}")
+    if img.size != (width, height):
+        raise SystemExit(f"error: {path} is {img.size[0]}x{img.size[1]} but the model generates "
+                         f"{width}x{height}: resize it to {width}x{height}")
+    return tok.encode(np.asarray(img)[None])[0]  # (h, w)
+
+
+def load_model(out_dir, name="ckpt.pt", device="cpu"):
+    """The trained model and its checkpoint dict (config and data meta inside)."""
+    from model import GPT, GPTConfig
+    from train import load_checkpoint
+    ckpt = load_checkpoint(os.path.join(out_dir, name), device)
+    args = dict(ckpt["model_args"], rope_scales=tuple(ckpt["model_args"]["rope_scales"]))
+    model = GPT(GPTConfig(**args))
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), ckpt
+
+
+def main(argv=None):
+    from configurator import configure, print_config
+    from tokenizer import encode_text, format_prompt, load_tokenizer
+    cfg = configure(dict(
+        out_dir="out", ckpt="ckpt.pt", prompt="a red circle moves right", prompt_file="",
+        image="", frames=0, num_samples=1, seed=0, steps=8, cfg=3.0, temperature=1.0,
+        history_ratio=0.7, sample_dir="", device="cuda" if torch.cuda.is_available() else "cpu"),
+        argv)
+    print_config(cfg)
+    model, ckpt = load_model(cfg["out_dir"], cfg["ckpt"], cfg["device"])
+    meta, train_cfg = ckpt["meta"], ckpt["config"]
+    tok = load_tokenizer(meta["tokenizer_path"], cfg["device"])
+    s_t = tok.compression[0]
+    frames = cfg["frames"] or 1 + (meta["latent_frames"]["video"] - 1) * s_t
+    if (frames - 1) % s_t:
+        raise SystemExit(f"error: frames must be 1 + k*{s_t} for this tokenizer (1, {1 + s_t}, "
+                         f"{1 + 2 * s_t}, ...), got {frames}")
+    prompts = [cfg["prompt"]]
+    if cfg["prompt_file"]:
+        with open(cfg["prompt_file"]) as f:
+            prompts = [line.strip() for line in f if line.strip()]
+    h, w = meta["latent_hw"]
+    first = None
+    if cfg["image"]:
+        first = load_image_codes(cfg["image"], tok, meta["width"], meta["height"])
+    sample_dir = cfg["sample_dir"] or os.path.join(cfg["out_dir"], "samples")
+    os.makedirs(sample_dir, exist_ok=True)
+    for prompt in prompts:
+        text = format_prompt(prompt, meta["width"], meta["height"], frames, meta["fps"],
+                             train_cfg["prompt_template"])
+        ids = encode_text(text)
+        if len(ids) > train_cfg["text_len"]:
+            raise SystemExit(f"error: the prompt is {len(ids)} tokens, over the model's text budget "
+                             f"of {train_cfg['text_len']}: shorten it")
+        n = cfg["num_samples"]
+        codes = generate(model, [ids] * n, 1 + (frames - 1) // s_t, h, w, train_cfg["text_len"],
+                         steps=cfg["steps"], cfg_scale=cfg["cfg"], temperature=cfg["temperature"],
+                         history_ratio=cfg["history_ratio"], seed=cfg["seed"],
+                         first_frame=None if first is None else first[None].expand(n, -1, -1))
+        for i in range(n):
+            stem = os.path.join(sample_dir, f"{prompt.replace(' ', '_')[:60]}_{cfg['seed']}_{i}")
+            print("wrote " + ", ".join(save_video(tok.decode(codes[i]), stem, meta["fps"])))
+
+
+if __name__ == "__main__":
+    main()

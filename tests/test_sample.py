@@ -1,0 +1,104 @@
+"""AR-DF inference (sample.py): cached == uncached, guidance, history mask, tasks, files."""
+import numpy as np
+import pytest
+import torch
+
+from masking import history_mask
+from model import GPT, GPTConfig
+from sample import FrameRunner, generate, guided, save_video, unmask_frame
+from tokenizer import MASK, VISUAL_OFFSET, collate, encode_text, layout
+
+FRAMES, H, W, TEXT_LEN, V = 3, 4, 4, 24, 32
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    cfg = GPTConfig(n_layer=2, n_head=2, n_kv_head=1, n_embd=64, ffn_hidden=128, n_visual=V)
+    return GPT(cfg).eval()
+
+
+def prompts():
+    return [encode_text("a red circle"), encode_text("a blue square moves")]
+
+
+def run(model, **kw):
+    args = dict(steps=4, cfg_scale=3.0, temperature=1.0, history_ratio=0.7, seed=0, progress=False)
+    args.update(kw)
+    return generate(model, prompts(), FRAMES, H, W, TEXT_LEN, **args)
+
+
+def test_cached_sampling_equals_uncached(model):
+    assert torch.equal(run(model, use_cache=True), run(model, use_cache=False))
+
+
+def test_same_seed_same_video_and_seed_matters(model):
+    assert torch.equal(run(model, seed=1), run(model, seed=1))
+    assert not torch.equal(run(model, seed=1), run(model, seed=2))
+
+
+def test_guidance_formula():
+    cond, uncond = torch.randn(2, 5, V), torch.randn(2, 5, V)
+    both = torch.cat([cond, uncond])
+    torch.testing.assert_close(guided(both, 2, 1.0), cond)
+    torch.testing.assert_close(guided(both, 2, 0.0), uncond)
+    torch.testing.assert_close(guided(both, 2, 3.0), uncond + 3 * (cond - uncond))
+
+
+def test_guidance_changes_the_video(model):
+    assert not torch.equal(run(model, cfg_scale=1.0), run(model, cfg_scale=5.0))
+
+
+def runner(model, use_cache=True):
+    seqs = [layout(p, FRAMES, H, W, TEXT_LEN) for p in prompts()]
+    return FrameRunner(model, collate(seqs), TEXT_LEN, H * W, use_cache)
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.5, 0.7])
+def test_history_mask_applied_to_the_context_only(model, ratio):
+    r = runner(model)
+    tokens = torch.randint(0, V, (2, H * W)) + VISUAL_OFFSET
+    r.commit(0, tokens, history_mask(H * W, ratio))
+    ctx = r.idx[:, r.slots(0)]
+    assert (ctx == MASK).sum(-1).tolist() == [round(ratio * H * W)] * 2
+    assert torch.equal(ctx[ctx != MASK], tokens[ctx != MASK])  # the rest is the clean frame
+
+
+def test_every_token_is_decided_by_the_last_step(model):
+    for steps in (1, 3, 8):
+        x = unmask_frame(runner(model), 0, 2, steps, 1.0, 2.0, torch.Generator().manual_seed(0))
+        assert not (x == MASK).any()
+        assert ((x >= VISUAL_OFFSET) & (x < VISUAL_OFFSET + V)).all()
+
+
+def test_image_to_video_keeps_frame_zero(model):
+    first = torch.randint(0, V, (2, H, W))
+    out = run(model, first_frame=first)
+    assert torch.equal(out[:, 0], first)
+    assert out.shape == (2, FRAMES, H, W)
+
+
+def test_text_to_image_is_one_frame(model):
+    out = generate(model, prompts(), 1, H, W, TEXT_LEN, steps=3, progress=False)
+    assert out.shape == (2, 1, H, W)
+
+
+def test_video_files_are_valid(tmp_path):
+    from PIL import Image
+    video = np.random.randint(0, 255, (5, 8, 8, 3), dtype=np.uint8)
+    paths = save_video(video, str(tmp_path / "clip"), scale=2)
+    gif = Image.open(tmp_path / "clip.gif")
+    assert gif.n_frames == 5 and gif.size == (16, 16)
+    assert Image.open(tmp_path / "clip.png").size == (16 * 5, 16)
+    assert str(tmp_path / "clip.png") in paths
+
+
+def test_gumbel_max_draws_from_the_softmax():
+    from sample import gumbel
+    g = torch.Generator().manual_seed(0)
+    noise = gumbel((200000,), g, "cpu")
+    assert torch.isfinite(noise).all() and abs(noise.mean().item() - 0.5772) < 0.01  # Euler's gamma
+    logp = torch.tensor([0.6, 0.3, 0.1]).log()
+    draws = (logp + gumbel((100000, 3), g, "cpu")).argmax(-1)
+    freq = torch.bincount(draws, minlength=3) / 100000
+    torch.testing.assert_close(freq, logp.exp(), atol=0.01, rtol=0)
