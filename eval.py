@@ -1,0 +1,297 @@
+"""ShapesBench: score generated shapes clips with an analytic detector (no learned weights).
+
+The detector (SHAPESBENCH.md): each pixel takes the nearest palette colour when close enough, else
+background; objects are 4-connected components of one colour above a minimum area; shape comes from
+how much of its bounding box a component fills (and, for the upward triangle, from most of its area
+lying in the lower half); position from the centroid; motion from the centroid track over frames.
+Each prompt's check says whether the clip does what its caption asks; score_all averages them per
+category, and calibrate() shows that ground truth passes while random clips fail.
+"""
+import textwrap
+from collections import Counter
+
+import numpy as np
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from data.shapes import BACKGROUND, CATEGORIES, DIRECTIONS, PALETTE, benchmark_prompts
+
+COLOUR_NAMES = tuple(PALETTE)
+_BG = np.array(BACKGROUND, np.float32)
+_TOWARDS = np.array([PALETTE[c] for c in COLOUR_NAMES], np.float32) - _BG  # (7, 3)
+COLOUR_TOL = 60.0   # RGB distance from the colour/background mix; palette colours are >= 255 apart
+MIN_AREA = 0.0125   # of the canvas; the smallest object (a triangle) covers about 0.03
+SQUARE_FILL, TRIANGLE_FILL = 0.9, 0.66  # fill of the bounding box: square 1.0, circle 0.79, triangle 0.5
+TRIANGLE_TOP = 0.4  # share of the area in the upper half: 0.25 for the (upward) triangle, 0.5 otherwise
+MOVE_MIN = 0.15     # of the canvas side: a moving object must travel at least this far (data: 0.3-0.5)
+DRIFT_MAX = 0.08    # of the canvas side: most a "still" object, or a mover across its axis, may drift
+STEP_TOL = 0.05     # of the canvas side: most a per-frame step may differ from the mean step (smoothness)
+RELATION_MIN = 0.08  # of the canvas side: centroids must differ this much along a relation's axis
+PLACE_TOL = 0.1     # of the canvas side: i2v frame 0 objects must sit this close to the given image's
+
+
+def colour_labels(video):
+    """Palette index of every pixel, -1 for background: (T, H, W).
+
+    A pixel takes the palette colour it is nearest to as a mix with the background, when it is at
+    least half that colour: a blurred edge then keeps the pixels inside the true outline, and a
+    dimmed or slightly off colour still counts."""
+    x = np.asarray(video, np.float32) - _BG                                # (T, H, W, 3)
+    share = x @ _TOWARDS.T / (_TOWARDS ** 2).sum(1)                         # (T, H, W, 7)
+    mix = np.clip(share, 0, 1)[..., None] * _TOWARDS                       # (T, H, W, 7, 3)
+    dist = np.where(share >= 0.5, np.linalg.norm(x[..., None, :] - mix, axis=-1), np.inf)
+    return np.where(dist.min(-1) < COLOUR_TOL, dist.argmin(-1), -1)
+
+
+def label_components(labels):
+    """4-connected components of equal labels within each frame: (T, H, W) of each pixel's component
+    id (the flat index of its first pixel), -1 on background."""
+    comp = np.where(labels >= 0, np.arange(labels.size).reshape(labels.shape), -1)
+    while True:
+        new = comp.copy()
+        for axis in (1, 2):  # spread the smallest id to equal-coloured neighbours along y, then x
+            a = tuple(slice(1, None) if d == axis else slice(None) for d in range(3))
+            b = tuple(slice(None, -1) if d == axis else slice(None) for d in range(3))
+            joined = (labels[a] == labels[b]) & (labels[a] >= 0)
+            new[a] = np.where(joined, np.minimum(new[a], comp[b]), new[a])
+            new[b] = np.where(joined, np.minimum(new[b], comp[a]), new[b])
+        # jump to the id my id points at: long chains collapse in a few rounds instead of one per pixel
+        new = np.where(new >= 0, new.ravel()[new], -1)
+        if np.array_equal(new, comp):
+            return comp
+        comp = new
+
+
+def classify_shape(fill, top_share):
+    """Shape name from the fraction of its bounding box a component fills and the share of its area
+    in the upper half of the box (the triangle points up; that share survives blur better)."""
+    if top_share < TRIANGLE_TOP or fill < TRIANGLE_FILL:
+        return "triangle"
+    return "square" if fill >= SQUARE_FILL else "circle"
+
+
+def detect_objects(video):
+    """Objects in each frame of a uint8 (T, H, W, 3) clip: a list over frames of lists of
+    dict(colour, shape, area, centroid=(x, y), bbox=(x0, y0, x1, y1)), largest first."""
+    video = np.asarray(video)
+    labels = colour_labels(video)
+    comp = label_components(labels)
+    frames = [[] for _ in range(video.shape[0])]
+    ids, areas = np.unique(comp[comp >= 0], return_counts=True)
+    for id_, area in zip(ids, areas):
+        if area < MIN_AREA * video.shape[1] * video.shape[2]:
+            continue
+        t, ys, xs = np.nonzero(comp == id_)
+        x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+        fill = area / ((x1 - x0) * (y1 - y0))
+        rows = (ys + 0.5 - y0) / (y1 - y0)  # pixel centres in [0, 1] down the box; a middle row splits
+        top_share = ((rows < 0.5).sum() + 0.5 * (rows == 0.5).sum()) / area
+        frames[t[0]].append(dict(
+            colour=COLOUR_NAMES[labels.flat[id_]], shape=classify_shape(fill, top_share),
+            area=int(area), centroid=(xs.mean() + 0.5, ys.mean() + 0.5), bbox=(x0, y0, x1, y1)))
+    return [sorted(objs, key=lambda o: -o["area"]) for objs in frames]
+
+
+def _find(objects, colour, shape=None):
+    """The largest object of that colour (and shape), or None."""
+    return next((o for o in objects if o["colour"] == colour and shape in (None, o["shape"])), None)
+
+
+def _track(frames, colour):
+    """(T, 2) centroids of the largest object of `colour` per frame, NaN where it is missing."""
+    return np.array([(_find(f, colour) or {"centroid": (np.nan, np.nan)})["centroid"] for f in frames])
+
+
+def _moves_as_asked(track, motion, attrs):
+    """Whether a centroid track goes in the asked direction far enough, or stays put for "still"."""
+    shift = (track[-1] - track[0]) / (attrs["width"], attrs["height"])  # in canvas sides
+    if motion == "still":
+        return bool(np.abs(shift).max() < DRIFT_MAX)
+    along = np.array(DIRECTIONS[motion])
+    return bool(shift @ along > MOVE_MIN and abs(shift @ along[::-1]) < DRIFT_MAX)  # NaN compares False
+
+
+def _single_object(frames, attrs):
+    """Exactly one object, of the asked colour and shape."""
+    want, got = attrs["objects"][0], frames[0]
+    return len(got) == 1 and (got[0]["colour"], got[0]["shape"]) == (want["colour"], want["shape"])
+
+
+def _two_objects(frames, attrs):
+    """Both asked shapes present; whether the colours sit on the right shapes is colour_attribution."""
+    return Counter(o["shape"] for o in attrs["objects"]) <= Counter(o["shape"] for o in frames[0])
+
+
+def _counting(frames, attrs):
+    """Exactly `count` objects of the asked colour and shape."""
+    want = (attrs["objects"][0]["colour"], attrs["objects"][0]["shape"])
+    return sum((o["colour"], o["shape"]) == want for o in frames[0]) == attrs["count"]
+
+
+def _colours(frames, attrs):
+    """The largest object has the asked colour."""
+    return bool(frames[0]) and frames[0][0]["colour"] == attrs["objects"][0]["colour"]
+
+
+def _position(frames, attrs):
+    """Both objects present, their centroids clearly in the asked relation."""
+    a, b = (_find(frames[0], o["colour"], o["shape"]) for o in attrs["objects"])
+    if a is None or b is None:
+        return False
+    dx, dy = np.subtract(b["centroid"], a["centroid"]) / (attrs["width"], attrs["height"])
+    along = {"left_of": dx, "right_of": -dx, "above": dy, "below": -dy}[attrs["relation"]]
+    return bool(along > RELATION_MIN)
+
+
+def _colour_attribution(frames, attrs):
+    """Each asked colour on its asked shape (the prompts use two shapes, so a swap fails)."""
+    return all(_find(frames[0], o["colour"], o["shape"]) for o in attrs["objects"])
+
+
+def _motion(frames, attrs):
+    """Every object moves as asked from the first frame to the last."""
+    return all(_moves_as_asked(_track(frames, o["colour"]), o["motion"], attrs) for o in attrs["objects"])
+
+
+def _consistency(frames, attrs):
+    """The same objects (colour and shape) in every frame, and at least one."""
+    seen = [sorted((o["colour"], o["shape"]) for o in f) for f in frames]
+    return bool(seen[0]) and all(s == seen[0] for s in seen)
+
+
+def _smoothness(frames, attrs):
+    """Every object is found in every frame and moves by nearly the same step each frame."""
+    for o in attrs["objects"]:
+        steps = np.diff(_track(frames, o["colour"]), axis=0) / (attrs["width"], attrs["height"])  # (T-1, 2)
+        if not np.abs(steps - steps.mean(0)).max() < STEP_TOL:  # NaN (object lost) fails too
+            return False
+    return True
+
+
+def _i2v(frames, attrs):
+    """Frame 0 holds the given image's objects in their places, and they move as asked."""
+    for o in attrs["objects"]:
+        got = _find(frames[0], o["colour"], o["shape"])
+        if got is None:
+            return False
+        off = np.subtract(got["centroid"], o["centroids"][0]) / (attrs["width"], attrs["height"])
+        if np.abs(off).max() > PLACE_TOL:
+            return False
+    return _motion(frames, attrs)
+
+
+_CHECKS = {"single_object": _single_object, "two_objects": _two_objects, "counting": _counting,
+           "colours": _colours, "position": _position, "colour_attribution": _colour_attribution,
+           "motion": _motion, "consistency": _consistency, "smoothness": _smoothness, "i2v": _i2v}
+
+
+def score_video(video, prompt):
+    """{prompt's category: passed} for one uint8 (T, H, W, 3) clip; images are clips with T = 1.
+    held_out prompts are checked as the category in prompt["scored_as"]."""
+    check = _CHECKS[prompt.get("scored_as", prompt["category"])]
+    return {prompt["category"]: bool(check(detect_objects(video), prompt["attrs"]))}
+
+
+def score_all(videos, prompts):
+    """Accuracy in [0, 1] per category present, plus overall = mean of the categories."""
+    passed = {}
+    for video, prompt in tqdm(zip(videos, prompts), total=len(prompts), desc="scoring", leave=False):
+        for category, ok in score_video(video, prompt).items():
+            passed.setdefault(category, []).append(ok)
+    scores = {c: float(np.mean(passed[c])) for c in CATEGORIES if c in passed}
+    scores["overall"] = float(np.mean(list(scores.values())))
+    return scores
+
+
+def format_table(results):
+    """A text table of {run name: score_all(...)}, one column per run, one row per category."""
+    names = list(results)
+    rows = [c for c in (*CATEGORIES, "overall") if any(c in r for r in results.values())]
+    lines = [f"{'category':<20}" + "".join(f"{n:>14}" for n in names)]
+    for row in rows:
+        cells = (f"{results[n][row]:.2f}" if row in results[n] else "-" for n in names)
+        lines.append(f"{row:<20}" + "".join(f"{c:>14}" for c in cells))
+    return "\n".join(lines)
+
+
+def _captioned(frame, text, scale):
+    """One frame enlarged `scale` times, with its caption wrapped underneath: a PIL image."""
+    image = Image.fromarray(frame).resize((frame.shape[1] * scale, frame.shape[0] * scale), Image.NEAREST)
+    lines = textwrap.wrap(text, max(8, image.width // 6))[:4]  # the default font is ~6 px per character
+    cell = Image.new("RGB", (image.width, image.height + 11 * 4 + 4), BACKGROUND)
+    cell.paste(image)
+    ImageDraw.Draw(cell).multiline_text((2, image.height + 2), "\n".join(lines), fill=(220, 220, 220))
+    return cell
+
+
+def save_grid(videos, captions, path, scale=4, columns=8):
+    """Write path.gif (an animated grid of the clips) and path.png (one row of frames per clip)."""
+    path = str(path).removesuffix(".gif").removesuffix(".png")
+    videos = [np.asarray(v) for v in videos]
+    length = max(len(v) for v in videos)
+    gif_frames = []
+    for t in range(length):  # images (T = 1) hold still while the videos play
+        cells = [_captioned(v[min(t, len(v) - 1)], c, scale) for v, c in zip(videos, captions)]
+        gif_frames.append(_tile(cells, columns))
+    gif_frames[0].save(path + ".gif", save_all=True, append_images=gif_frames[1:], duration=250, loop=0)
+    strips = [_tile([_captioned(f, c if t == 0 else "", scale) for t, f in enumerate(v)], length)
+              for v, c in zip(videos, captions)]
+    _tile(strips, 1).save(path + ".png")
+
+
+def _tile(images, columns):
+    """PIL images on a grid, `columns` wide, in cells the size of the largest."""
+    w, h = max(i.width for i in images), max(i.height for i in images)
+    rows = -(-len(images) // columns)
+    sheet = Image.new("RGB", (w * min(columns, len(images)), h * rows), BACKGROUND)
+    for k, image in enumerate(images):
+        sheet.paste(image, (w * (k % columns), h * (k // columns)))
+    return sheet
+
+
+def _blurred(video, rng):
+    """A stand-in for tokenizer round-trip error: binomial blur (sigma 1 px) and colour noise (sigma 8)."""
+    kernel = np.array([1, 4, 6, 4, 1]) / 16
+    x = np.pad(video.astype(np.float32), ((0, 0), (2, 2), (2, 2), (0, 0)), mode="edge")
+    x = sum(k * x[:, i:i + video.shape[1]] for i, k in enumerate(kernel))
+    x = sum(k * x[:, :, i:i + video.shape[2]] for i, k in enumerate(kernel))
+    return np.clip(x + rng.normal(0, 8, x.shape), 0, 255).astype(np.uint8)
+
+
+def _palette_blobs(video, rng):
+    """Random 4x4-pixel blocks of palette colours (half background), independent per frame."""
+    t, h, w, _ = video.shape
+    colours = np.array([BACKGROUND] * len(PALETTE) + list(PALETTE.values()), np.uint8)
+    blocks = colours[rng.integers(len(colours), size=(t, -(-h // 4), -(-w // 4)))]
+    return blocks.repeat(4, axis=1).repeat(4, axis=2)[:, :h, :w]
+
+
+def calibrate(height=32, width=32, frames=9, n_per_category=30, seed=0):
+    """Score ground truth, mildly blurred ground truth and two kinds of random clips; returns the
+    {run: scores} dict and prints the table. Ground truth must score ~1, random clips near 0."""
+    rng = np.random.default_rng(seed)
+    prompts = benchmark_prompts(height, width, frames, n_per_category)
+    truth = [p["video"] for p in prompts]
+    runs = {"ground truth": truth,
+            "blurred truth": [_blurred(v, rng) for v in truth],
+            "uniform noise": [rng.integers(0, 256, v.shape, dtype=np.uint8) for v in truth],
+            "palette blobs": [_palette_blobs(v, rng) for v in truth]}
+    results = {name: score_all(videos, prompts) for name, videos in runs.items()}
+    print(f"ShapesBench calibration: {len(prompts)} prompts, {height}x{width}, {frames} frames")
+    print(format_table(results))
+    return results
+
+
+if __name__ == "__main__":
+    import argparse
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calibrate", action="store_true", help="score ground truth and random clips")
+    parser.add_argument("--height", type=int, default=32)
+    parser.add_argument("--width", type=int, default=32)
+    parser.add_argument("--frames", type=int, default=9)
+    parser.add_argument("--n_per_category", type=int, default=30)
+    args = parser.parse_args()
+    if args.calibrate:
+        calibrate(args.height, args.width, args.frames, args.n_per_category)
+    else:
+        parser.print_help()

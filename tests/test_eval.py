@@ -1,0 +1,147 @@
+"""ShapesBench must pass the ground truth, tolerate mild blur, and fail random or corrupted clips."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from data.shapes import BACKGROUND, CATEGORIES, PALETTE, benchmark_prompts, make_sample
+from eval import (_blurred, _palette_blobs, detect_objects, format_table, label_components, save_grid,
+                  score_all, score_video)
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    return benchmark_prompts(32, 32, 9, n_per_category=20)
+
+
+def passes(video, prompt):
+    return score_video(video, prompt)[prompt["category"]]
+
+
+def test_components_are_4_connected_and_per_colour():
+    labels = np.array([[[0, 0, -1, 1],
+                        [-1, -1, 0, 1],
+                        [2, 2, -1, -1]]])
+    comp = label_components(labels)[0]
+    found = {frozenset(map(tuple, np.argwhere(comp == c))) for c in np.unique(comp) if c >= 0}
+    # the diagonal neighbours (0, 1) and (1, 2) stay apart: objects touch only along an edge
+    assert found == {frozenset({(0, 0), (0, 1)}), frozenset({(1, 2)}), frozenset({(0, 3), (1, 3)}),
+                     frozenset({(2, 0), (2, 1)})}
+    assert (comp[labels[0] < 0] == -1).all()
+
+
+def test_detector_reads_colour_shape_and_centroid_of_single_objects():
+    for seed in range(60):
+        for height in (32, 64):
+            sample = make_sample(seed, height=height, width=height, kind="image", layout="single")
+            want = sample["attrs"]["objects"][0]
+            (got,) = detect_objects(sample["video"])[0]
+            assert (got["colour"], got["shape"]) == (want["colour"], want["shape"])
+            assert np.abs(np.subtract(got["centroid"], want["centroids"][0])).max() < 0.6
+
+
+@pytest.mark.parametrize("canvas", [(32, 32, 9), (64, 64, 17)])
+def test_ground_truth_scores_at_least_098_in_every_category(canvas, prompts):
+    cases = prompts if canvas == (32, 32, 9) else benchmark_prompts(*canvas, n_per_category=5)
+    scores = score_all([p["video"] for p in cases], cases)
+    assert set(scores) == {*CATEGORIES, "overall"}
+    assert min(scores.values()) >= 0.98, format_table({"ground truth": scores})
+
+
+def test_mildly_blurred_ground_truth_still_scores_high(prompts):
+    rng = np.random.default_rng(0)
+    scores = score_all([_blurred(p["video"], rng) for p in prompts], prompts)
+    assert scores["overall"] >= 0.95, format_table({"blurred": scores})
+
+
+def test_random_clips_score_near_chance(prompts):
+    rng, prompts = np.random.default_rng(0), prompts[::2]
+    noise = score_all([rng.integers(0, 256, p["video"].shape, dtype=np.uint8) for p in prompts], prompts)
+    blobs = score_all([_palette_blobs(p["video"], rng) for p in prompts], prompts)
+    assert noise["overall"] < 0.05 and blobs["overall"] < 0.2, format_table({"noise": noise, "blobs": blobs})
+
+
+def recoloured(video, old, new):
+    """The clip with colours `old` and `new` swapped."""
+    out = video.copy()
+    out[(video == PALETTE[old]).all(-1)] = PALETTE[new]
+    out[(video == PALETTE[new]).all(-1)] = PALETTE[old]
+    return out
+
+
+def of(prompts, category, keep=lambda p: True):
+    return [p for p in prompts if p["category"] == category and keep(p)]
+
+
+def moving(p):
+    return all(o["motion"] != "still" for o in p["attrs"]["objects"])
+
+
+def test_wrong_colour_fails_object_and_colour_checks(prompts):
+    for category in ("single_object", "colours", "colour_attribution"):
+        for p in of(prompts, category):
+            colour = p["attrs"]["objects"][0]["colour"]
+            other = next(c for c in PALETTE if c not in {o["colour"] for o in p["attrs"]["objects"]})
+            assert not passes(recoloured(p["video"], colour, other), p)
+
+
+def test_swapped_colours_fail_attribution(prompts):
+    for p in of(prompts, "colour_attribution"):
+        a, b = (o["colour"] for o in p["attrs"]["objects"])
+        assert not passes(recoloured(p["video"], a, b), p)
+
+
+def test_reversed_motion_fails_motion_and_i2v(prompts):
+    for category in ("motion", "i2v"):
+        cases = of(prompts, category, moving)
+        assert cases
+        for p in cases:
+            assert not passes(p["video"][::-1], p)
+
+
+def test_shuffled_frames_fail_smoothness(prompts):
+    rng = np.random.default_rng(0)
+    cases = of(prompts, "smoothness", moving)
+    assert cases
+    for p in cases:
+        order = np.concatenate([[0], rng.permutation(np.arange(1, len(p["video"])))])
+        while (np.diff(order) == 1).all():
+            order = np.concatenate([[0], rng.permutation(np.arange(1, len(p["video"])))])
+        assert not passes(p["video"][order], p)
+
+
+def test_mirrored_image_fails_left_right_position(prompts):
+    cases = of(prompts, "position", lambda p: p["attrs"]["relation"] in ("left_of", "right_of"))
+    assert cases
+    for p in cases:
+        assert passes(p["video"], p) and not passes(p["video"][:, :, ::-1], p)
+
+
+def test_missing_object_fails_counting_and_two_objects(prompts):
+    for category in ("counting", "two_objects"):
+        for p in of(prompts, category):
+            x0, y0, x1, y1 = (int(round(v)) for v in p["attrs"]["objects"][0]["bboxes"][0])
+            erased = p["video"].copy()
+            erased[:, max(y0 - 1, 0):y1 + 1, max(x0 - 1, 0):x1 + 1] = BACKGROUND
+            assert not passes(erased, p)
+
+
+def test_flickering_object_fails_consistency(prompts):
+    for p in of(prompts, "consistency"):
+        flicker = p["video"].copy()
+        flicker[len(flicker) // 2] = BACKGROUND
+        assert not passes(flicker, p)
+
+
+def test_i2v_fails_when_frame_0_is_not_the_given_image(prompts):
+    cases = of(prompts, "i2v")
+    for p, other in zip(cases, cases[1:] + cases[:1]):
+        assert not passes(other["video"], p)
+
+
+def test_grid_and_table_are_written(tmp_path, prompts):
+    chosen = prompts[::40]
+    save_grid([p["video"] for p in chosen], [p["caption"] for p in chosen], tmp_path / "grid")
+    gif = Image.open(tmp_path / "grid.gif")
+    assert gif.n_frames == 9 and (tmp_path / "grid.png").exists()
+    table = format_table({"truth": score_all([p["video"] for p in chosen], chosen)})
+    assert "overall" in table.splitlines()[-1]
