@@ -151,3 +151,33 @@ def history_mask(n, ratio):
     if count > 0:
         mask[torch.linspace(0, n - 1, count).round().long()] = True
     return mask
+
+
+if __name__ == "__main__":
+    # python masking.py: the attention mask of a small layout, as text and (with matplotlib) a PNG
+    from configurator import configure
+    cfg = configure(dict(text=4, frames=3, tokens_per_frame=4, png="attention_mask.png"))
+    frame_ids = torch.tensor([TEXT_FRAME] * cfg["text"]
+                             + [f for f in range(cfg["frames"]) for _ in range(cfg["tokens_per_frame"])])
+    mask = attention_mask(frame_ids)
+    names = ["T"] * cfg["text"] + [str(f) for f in frame_ids[cfg["text"]:].tolist()]
+    print("query \\ key  " + " ".join(names))
+    for name, row in zip(names, mask.tolist()):
+        print(f"{name:>11}  " + " ".join("#" if x else "." for x in row))
+    if cfg["png"]:
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            raise SystemExit("matplotlib is not installed (pip install matplotlib): no PNG")
+        fig, ax = plt.subplots(figsize=(4, 4))
+        ax.imshow(mask.numpy(), cmap="Greys", vmin=-0.2, vmax=1.2)
+        ax.set_xticks(range(len(names)), names)
+        ax.set_yticks(range(len(names)), names)
+        ax.set_xlabel("key (T = text, n = visual token of frame n)")
+        ax.set_ylabel("query")
+        ax.set_title("frame-causal attention: dark = may attend", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(cfg["png"], dpi=120)
+        print(f"saved {cfg['png']}")

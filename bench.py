@@ -1,0 +1,208 @@
+"""
+Speed and memory of the method on the device at hand, on a randomly initialised model of a
+preset (no checkpoint needed): sampling (AR-DF with KV cache and batched guidance, without the
+cache, and next-token decoding), and a training step (tokens/s, MFU, peak memory), with MM-RoPE
+vs 1D RoPE and the chunked masked-row loss vs full logits.
+
+    python bench.py                                        # tiny preset, CPU-sized
+    python bench.py --model_size=medium --frames=8 --h=16 --w=32 --device=cuda --compile=True
+"""
+import contextlib
+import json
+import time
+
+import torch
+
+from configurator import configure, print_config
+from masking import training_mask
+from model import GPT, PRESETS, GPTConfig, device_peak_flops
+from sample import FrameRunner, generate, gumbel
+from tokenizer import MASK, VISUAL_OFFSET, build_sequence, collate, layout
+
+
+def sync(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn, device, repeat):
+    """Mean seconds per call of fn after one warm-up call (compilation, caches)."""
+    fn()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    sync(device)
+    return (time.perf_counter() - t0) / repeat
+
+
+@torch.no_grad()
+def next_token_decode(model, prompts, frames, h, w, text_len, cfg_scale, seed=0):
+    """
+    The baseline the paper compares against: raster-order next-token decoding with a KV cache,
+    one token per forward (cond and uncond rows batched). Only its cost is meaningful here: the
+    weights were trained for AR-DF, so the tokens it samples are not.
+    """
+    device = next(model.parameters()).device
+    B, n = len(prompts), h * w
+    seqs = [layout(p, frames, h, w, text_len) for p in prompts] + [layout(None, frames, h, w, text_len)] * B
+    seq = {k: v.to(device) for k, v in collate(seqs).items()}
+    runner = FrameRunner(model, seq, text_len, n, use_cache=True)  # prefills the prompt
+    g = torch.Generator(device).manual_seed(seed)
+    L = seq["idx"].shape[1]
+    slots_all = torch.arange(L, device=device)
+    causal = slots_all[None, :] <= slots_all[:, None]  # (L, L) plain causal decoding
+    token = torch.full((2 * B, 1), MASK, dtype=torch.long, device=device)
+    for p in range(text_len, L):
+        slot = slots_all[p:p + 1]
+        logits = model.forward_cached(token, runner.cos[:, slot], runner.sin[:, slot],
+                                      causal[slot].expand(2 * B, -1, -1), slot).float()
+        logits = logits[B:] + cfg_scale * (logits[:B] - logits[B:])
+        nxt = (logits.log_softmax(-1) + gumbel(logits.shape, g, device)).argmax(-1)
+        token = (nxt + VISUAL_OFFSET).repeat(2, 1)
+    return token
+
+
+def bench_sampling(model, cfg, device):
+    frames, h, w, T = cfg["frames"], cfg["h"], cfg["w"], cfg["text_len"]
+    prompts = [[1] * (T // 2)] * cfg["sample_batch"]
+    common = dict(steps=cfg["steps"], cfg_scale=3.0, progress=False)
+    runs = {
+        "ar_df_kv_cache": lambda: generate(model, prompts, frames, h, w, T, use_cache=True, **common),
+        "ar_df_no_cache": lambda: generate(model, prompts, frames, h, w, T, use_cache=False, **common),
+        "next_token_kv_cache": lambda: next_token_decode(model, prompts, frames, h, w, T, 3.0),
+    }
+    out = {}
+    for name, fn in runs.items():
+        if str(device).startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        s = timed(fn, device, cfg["repeat"])
+        out[name] = dict(s_per_video=s, ms_per_frame=1000 * s / frames, frames_per_s=frames / s,
+                         ms_per_step=1000 * s / (frames * cfg["steps"]) if name.startswith("ar_df") else None,
+                         peak_mem_gb=torch.cuda.max_memory_allocated() / 1e9 if str(device).startswith("cuda") else None)
+    base = out["ar_df_kv_cache"]["s_per_video"]
+    out["ratio_next_token_vs_ar_df"] = out["next_token_kv_cache"]["s_per_video"] / base
+    out["ratio_no_cache_vs_ar_df"] = out["ar_df_no_cache"]["s_per_video"] / base
+    return out
+
+
+def train_batch(cfg, n_visual, device):
+    g = torch.Generator().manual_seed(0)
+    frames, h, w, T = cfg["frames"], cfg["h"], cfg["w"], cfg["text_len"]
+    seqs = [build_sequence([1] * (T // 2), torch.randint(0, n_visual, (frames, h, w), generator=g), T)
+            for _ in range(cfg["batch_size"])]
+    b = collate(seqs)
+    mask = training_mask("tube", len(seqs), frames, h * w, g)
+    loss_mask = torch.zeros_like(b["idx"], dtype=torch.bool)
+    loss_mask[:, T:] = mask.flatten(1)
+    b.update(targets=b["idx"], idx=b["idx"].masked_fill(loss_mask, MASK), loss_mask=loss_mask)
+    return {k: v.to(device) for k, v in b.items()}
+
+
+def bench_train_step(gpt_cfg, cfg, device, ctx):
+    """Seconds per optimizer step, tokens/s, MFU and peak memory of one training configuration."""
+    torch.manual_seed(0)
+    model = GPT(gpt_cfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=str(device).startswith("cuda"))
+    step_model = torch.compile(model) if cfg["compile"] else model
+    b = train_batch(cfg, gpt_cfg.n_visual, device)
+    mask = model.attention_mask(b["frame"])  # built once, as a training loop over one layout would
+
+    def step():
+        with ctx:
+            out = step_model(b["idx"], b["frame"], b["row"], b["col"], targets=b["targets"],
+                             loss_mask=b["loss_mask"], mask=mask)
+        (out["loss_sum"] / out["count"]).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    if str(device).startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    s = timed(step, device, cfg["repeat"])
+    flops = model.flops_per_sequence(b["frame"][0].cpu(), 0) * len(b["idx"]) \
+        + 6 * gpt_cfg.n_embd * gpt_cfg.n_visual * int(b["loss_mask"].sum())
+    peak = device_peak_flops(device)
+    return dict(s_per_step=s, tokens_per_s=b["idx"].numel() / s, tflops=flops / s / 1e12,
+                mfu=flops / s / peak if peak else None,
+                peak_mem_gb=torch.cuda.max_memory_allocated() / 1e9 if str(device).startswith("cuda") else None,
+                params_m=model.num_params() / 1e6)
+
+
+def loss_path_memory(gpt_cfg, cfg, device):
+    """Bytes of logits the loss keeps alive at once: measured on CUDA (peak allocation of the
+    loss alone), computed from the shapes on CPU (where there is no allocator to ask)."""
+    rows, d, V = cfg["loss_rows"], gpt_cfg.n_embd, gpt_cfg.n_visual
+    out = {}
+    for impl in ("chunked", "full"):
+        if str(device).startswith("cuda"):
+            from model import MaskedRowCrossEntropy
+            h = torch.randn(rows, d, device=device, dtype=torch.bfloat16, requires_grad=True)
+            wt = torch.randn(V, d, device=device, requires_grad=True)
+            t = torch.randint(0, V, (rows,), device=device)
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            if impl == "chunked":
+                loss = MaskedRowCrossEntropy.apply(h, wt, t, gpt_cfg.loss_chunk)[0]
+            else:
+                loss = torch.nn.functional.cross_entropy((h @ wt.to(h.dtype).t()).float(), t, reduction="sum")
+            loss.backward()
+            torch.cuda.synchronize()
+            out[impl] = dict(bytes=torch.cuda.max_memory_allocated() - base, measured=True)
+        else:
+            n = min(rows, gpt_cfg.loss_chunk) if impl == "chunked" else rows
+            out[impl] = dict(bytes=n * V * 4 * 2, measured=False)  # fp32 logits and their gradient
+    out["ratio_full_vs_chunked"] = out["full"]["bytes"] / out["chunked"]["bytes"]
+    return out
+
+
+def main(argv=None):
+    cfg = configure(dict(
+        model_size="tiny", n_visual=1000, frames=3, h=8, w=8, text_len=80, batch_size=8,
+        sample_batch=1, steps=8, repeat=3, loss_rows=32768, compile=False, attn_impl="sdpa",
+        device="cuda" if torch.cuda.is_available() else "cpu",
+        dtype="bfloat16" if torch.cuda.is_available() else "float32", out="bench.json"), argv)
+    print_config(cfg)
+    device = cfg["device"]
+    ptdtype = getattr(torch, cfg["dtype"])
+    ctx = contextlib.nullcontext() if ptdtype == torch.float32 else torch.autocast(torch.device(device).type, dtype=ptdtype)
+    gpt_cfg = GPTConfig(**PRESETS[cfg["model_size"]], n_visual=cfg["n_visual"], attn_impl=cfg["attn_impl"])
+    dev_name = torch.cuda.get_device_name(device) if device.startswith("cuda") else f"cpu, {torch.get_num_threads()} threads"
+    print(f"device: {dev_name} | torch {torch.__version__} | sequence {cfg['text_len']} text + "
+          f"{cfg['frames']}x{cfg['h']}x{cfg['w']} visual tokens")
+    results = dict(config=cfg, device=dev_name, torch=torch.__version__,
+                   date=time.strftime("%Y-%m-%d"))
+
+    torch.manual_seed(0)
+    model = GPT(gpt_cfg).to(device).eval()
+    with ctx:
+        results["sampling"] = bench_sampling(model, cfg, device)
+    for name, r in results["sampling"].items():
+        if isinstance(r, dict):
+            print(f"sampling {name:<20} {r['ms_per_frame']:9.1f} ms/frame {r['frames_per_s']:8.2f} frames/s")
+    print(f"next-token decoding is {results['sampling']['ratio_next_token_vs_ar_df']:.1f}x slower, "
+          f"no KV cache {results['sampling']['ratio_no_cache_vs_ar_df']:.1f}x slower than AR-DF with "
+          f"the cache (paper, 1B on one GPU: 12.3x and 4.9x)")
+
+    results["train"] = {}
+    for rope in ("mmrope", "1d"):
+        r = bench_train_step(GPTConfig(**{**gpt_cfg.__dict__, "rope_kind": rope}), cfg, device, ctx)
+        results["train"][rope] = r
+        print(f"train step {rope:<7} {1000 * r['s_per_step']:9.1f} ms  {r['tokens_per_s']:10.0f} tok/s  "
+              f"{r['tflops']:.3f} TFLOP/s" + (f"  MFU {100 * r['mfu']:.1f}%" if r["mfu"] else "")
+              + (f"  peak {r['peak_mem_gb']:.2f} GB" if r["peak_mem_gb"] else ""))
+    results["train"]["mmrope_overhead"] = (results["train"]["mmrope"]["s_per_step"]
+                                           / results["train"]["1d"]["s_per_step"] - 1)
+    print(f"MM-RoPE step-time overhead over 1D RoPE: {100 * results['train']['mmrope_overhead']:+.1f}%")
+    results["loss_memory"] = loss_path_memory(gpt_cfg, cfg, device)
+    lm = results["loss_memory"]
+    print(f"loss path at {cfg['loss_rows']} rows x {gpt_cfg.n_visual} codes: chunked "
+          f"{lm['chunked']['bytes'] / 1e9:.3f} GB, full logits {lm['full']['bytes'] / 1e9:.3f} GB "
+          f"({'measured' if lm['chunked']['measured'] else 'from shapes'}), ratio {lm['ratio_full_vs_chunked']:.1f}x")
+    with open(cfg["out"], "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"wrote {cfg['out']}")
+
+
+if __name__ == "__main__":
+    main()
