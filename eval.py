@@ -11,6 +11,7 @@ import textwrap
 from collections import Counter
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
@@ -282,16 +283,93 @@ def calibrate(height=32, width=32, frames=9, n_per_category=30, seed=0):
     return results
 
 
+def tokenizer_runs(prompts, tok, seed=0):
+    """Calibration through the video tokenizer: ground truth encoded and decoded (the best a
+    model on these codes can score), and random visual codes decoded (near chance)."""
+    g = torch.Generator().manual_seed(seed)
+    truth, noise = [], []
+    for p in tqdm(prompts, desc="tokenizer round trip", leave=False):
+        codes = tok.encode(p["video"])  # (F, h, w)
+        truth.append(tok.decode(codes).cpu().numpy())
+        noise.append(tok.decode(torch.randint(tok.codebook_size, codes.shape, generator=g)).cpu().numpy())
+    return {"tokenizer round trip": truth, "random codes": noise}
+
+
+def generate_for(prompts, model, tok, meta, train_cfg, cfg):
+    """Generate one clip per benchmark prompt: videos at the data's frame count, images as one
+    frame, i2v from the ground truth's first frame. Returns uint8 clips in prompt order."""
+    from sample import generate
+    from tokenizer import encode_text, format_prompt
+    h, w = meta["latent_shape"]["video"][1:]
+    s_t = meta["compression"][0]
+    clips = [None] * len(prompts)
+    groups = {}
+    for i, p in enumerate(prompts):
+        groups.setdefault((p["kind"], p["category"] == "i2v"), []).append(i)
+    bar = tqdm(total=len(prompts), desc="generating")
+    for (kind, i2v), idx in groups.items():
+        frames = len(prompts[idx[0]]["video"])
+        for start in range(0, len(idx), cfg["batch_size"]):
+            chunk = idx[start:start + cfg["batch_size"]]
+            ids = [encode_text(format_prompt(prompts[i]["caption"], meta["width"], meta["height"],
+                                             frames, meta["fps"], train_cfg["prompt_template"]))
+                   for i in chunk]
+            first = tok.encode(np.stack([prompts[i]["video"][:1] for i in chunk]))[:, 0] if i2v else None
+            codes = generate(model, ids, 1 + (frames - 1) // s_t, h, w, train_cfg["text_len"],
+                             steps=cfg["steps"], cfg_scale=cfg["cfg"], temperature=cfg["temperature"],
+                             history_ratio=cfg["history_ratio"], first_frame=first,
+                             seed=cfg["seed"] + start, progress=False)
+            for i, clip in zip(chunk, tok.decode(codes).cpu().numpy()):
+                clips[i] = clip
+            bar.update(len(chunk))
+    bar.close()
+    return clips
+
+
+def main(argv=None):
+    """python eval.py --out_dir=out: ShapesBench on the checkpoint in out_dir.
+    python eval.py --calibrate=True: the benchmark on ground truth, the tokenizer round trip and
+    random clips, to show what a perfect and a useless generator score."""
+    import json
+    import os
+    from configurator import configure, print_config
+    cfg = configure(dict(out_dir="out", ckpt="ckpt.pt", calibrate=False, tokenizer_path="",
+                         height=32, width=32, frames=9, n_per_category=30, batch_size=32, steps=8,
+                         cfg=3.0, temperature=1.0, history_ratio=0.7, seed=0, name="",
+                         device="cuda" if torch.cuda.is_available() else "cpu"), argv)
+    print_config(cfg)
+    from tokenizer import load_tokenizer
+    if cfg["calibrate"]:
+        results = calibrate(cfg["height"], cfg["width"], cfg["frames"], cfg["n_per_category"])
+        if cfg["tokenizer_path"]:
+            tok = load_tokenizer(cfg["tokenizer_path"], cfg["device"])
+            prompts = benchmark_prompts(cfg["height"], cfg["width"], cfg["frames"], cfg["n_per_category"])
+            for name, videos in tokenizer_runs(prompts, tok).items():
+                results[name] = score_all(videos, prompts)
+            print(format_table(results))
+        return results
+    from sample import load_model
+    model, ckpt = load_model(cfg["out_dir"], cfg["ckpt"], cfg["device"])
+    meta, train_cfg = ckpt["meta"], ckpt["config"]
+    tok = load_tokenizer(meta["tokenizer"], cfg["device"])
+    frames = 1 + (meta["latent_shape"]["video"][0] - 1) * meta["compression"][0]
+    prompts = benchmark_prompts(meta["height"], meta["width"], frames, cfg["n_per_category"])
+    clips = generate_for(prompts, model, tok, meta, train_cfg, cfg)
+    name = cfg["name"] or f"{os.path.basename(os.path.normpath(cfg['out_dir']))}/{cfg['ckpt']}"
+    scores = score_all(clips, prompts)
+    print(f"ShapesBench: {len(prompts)} prompts, steps={cfg['steps']} cfg={cfg['cfg']} "
+          f"history_ratio={cfg['history_ratio']}")
+    print(format_table({name: scores}))
+    stem = os.path.join(cfg["out_dir"], f"shapesbench_h{cfg['history_ratio']}")
+    with open(stem + ".json", "w") as f:
+        json.dump(dict(scores=scores, config=cfg, checkpoint=os.path.join(cfg["out_dir"], cfg["ckpt"]),
+                       iter_num=ckpt["iter_num"]), f, indent=2)
+    shown = [next(i for i, p in enumerate(prompts) if p["category"] == c) + k
+             for c in dict.fromkeys(p["category"] for p in prompts) for k in range(2)]
+    save_grid([clips[i] for i in shown], [prompts[i]["caption"] for i in shown], stem + "_grid")
+    print(f"wrote {stem}.json and {stem}_grid.gif/png")
+    return scores
+
+
 if __name__ == "__main__":
-    import argparse
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calibrate", action="store_true", help="score ground truth and random clips")
-    parser.add_argument("--height", type=int, default=32)
-    parser.add_argument("--width", type=int, default=32)
-    parser.add_argument("--frames", type=int, default=9)
-    parser.add_argument("--n_per_category", type=int, default=30)
-    args = parser.parse_args()
-    if args.calibrate:
-        calibrate(args.height, args.width, args.frames, args.n_per_category)
-    else:
-        parser.print_help()
+    main()

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-TEXT_FRAME, PAD_FRAME = -1, -2
+from tokenizer import PAD_FRAME, TEXT_FRAME
 
 
 # -----------------------------------------------------------------------------

@@ -14,6 +14,8 @@ import math
 
 import torch
 
+from tokenizer import PAD_FRAME
+
 KINDS = ("1d", "mrope", "mmrope")
 
 # MM-RoPE's block of 16 frequencies (sec. 3.2): t gets 4, h and w get 6 each, interleaved so that
@@ -68,7 +70,7 @@ def rope_positions(frame, row, col, kind="mmrope", scales=(1, 1, 1)):
                          f"{tuple(frame.shape)}, {tuple(row.shape)}, {tuple(col.shape)}")
     if kind not in KINDS:
         raise ValueError(f"unknown rope kind {kind!r}; choose one of {KINDS}")
-    real = frame != -2
+    real = frame != PAD_FRAME
     index = (real.long().cumsum(-1) - 1).clamp(min=0) * real  # sequence index, padding skipped
     pos = index.unsqueeze(-2).repeat_interleave(3, dim=-2)  # (..., 3, L)
     visual = frame >= 0

@@ -1,0 +1,110 @@
+"""train.py: config handling, a fresh run end to end, exact resume, DDP == accumulation, bad input."""
+import json
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import train
+from data.prepare import prepare_shapes
+from tokenizer import TokenizerConfig, VideoTokenizer, save_tokenizer
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """Tiny shapes shards encoded with a small untrained tokenizer (training it is not the point)."""
+    root = tmp_path_factory.mktemp("data")
+    torch.manual_seed(0)
+    save_tokenizer(VideoTokenizer(TokenizerConfig(channels=(8, 8), levels=(4, 4))), str(root / "tok.pt"))
+    prepare_shapes(out=str(root / "shards"), tokenizer_path=str(root / "tok.pt"), n_train_video=16,
+                   n_train_image=16, n_val_video=8, n_val_image=8)
+    return root
+
+
+def args(shards, out_dir, **kw):
+    cfg = dict(out_dir=str(out_dir), data_dir=str(shards / "shards"),
+               tokenizer_path=str(shards / "tok.pt"), n_layer=2, n_embd=64, n_head=2, n_kv_head=1,
+               ffn_hidden=128, batch_size=4, max_iters=4, eval_interval=2, eval_iters=1,
+               log_interval=1, warmup_iters=1, sample_prompts=(), image_ratio=0.5)
+    cfg.update(kw)
+    return [f"--{k}={v!r}" if isinstance(v, (str, tuple)) else f"--{k}={v}" for k, v in cfg.items()]
+
+
+def train_losses(out_dir):
+    with open(os.path.join(out_dir, "log.jsonl")) as f:
+        return {r["iter"]: r["loss"] for r in map(json.loads, f) if "loss" in r}
+
+
+def test_unknown_key_and_wrong_type_are_rejected(capsys):
+    with pytest.raises(SystemExit, match="(?s)unknown config key 'batchsize'.*valid keys: .*batch_size"):
+        train.main(["--batchsize=3"])
+    with pytest.raises(SystemExit, match="batch_size must be a int"):
+        train.main(["--batch_size=big"])
+    with pytest.raises(SystemExit, match="config file 'config/nope.py' not found"):
+        train.main(["config/nope.py"])
+
+
+def test_fresh_run_trains_checkpoints_and_samples(shards, tmp_path):
+    train.main(args(shards, tmp_path, sample_prompts=("a red circle moves right", "a blue square"),
+                    sample_steps=2))
+    assert (tmp_path / "ckpt.pt").is_file() and (tmp_path / "best.pt").is_file()
+    assert sorted(train_losses(tmp_path)) == [1, 2, 3, 4]
+    assert (tmp_path / "samples" / "a_red_circle_moves_right.gif").is_file()
+    assert (tmp_path / "samples" / "a_blue_square.png").is_file()
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert ckpt["iter_num"] == 4 and ckpt["config"]["batch_size"] == 4
+
+
+def test_resume_continues_exactly(shards, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train.main(args(shards, straight, max_iters=6, eval_interval=3))
+    train.main(args(shards, resumed, max_iters=3, lr_decay_iters=6, eval_interval=3))
+    train.main(args(shards, resumed, max_iters=6, eval_interval=3, init_from="resume"))
+    a, b = train_losses(straight), train_losses(resumed)
+    assert [a[i] for i in (4, 5, 6)] == [b[i] for i in (4, 5, 6)]
+
+
+def _ddp_worker(rank, world, port, argv):
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    train.main(argv)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_equals_gradient_accumulation(shards, tmp_path):
+    """2 gloo processes x 1 micro-batch == 1 process x 2 micro-batches: same global batch,
+    same masked-token normalisation, same losses and weights."""
+    ddp, accum = tmp_path / "ddp", tmp_path / "accum"
+    common = dict(max_iters=3, eval_interval=100, text_drop=0.5)
+    mp.spawn(_ddp_worker, args=(2, free_port(), args(shards, ddp, **common)), nprocs=2)
+    train.main(args(shards, accum, gradient_accumulation_steps=2, **common))
+    a, b = train_losses(ddp), train_losses(accum)
+    assert sorted(a) == [1, 2, 3]
+    for i in a:
+        assert abs(a[i] - b[i]) < 1e-5
+    wa = torch.load(ddp / "ckpt.pt", weights_only=True)["model"]
+    wb = torch.load(accum / "ckpt.pt", weights_only=True)["model"]
+    for name in wa:
+        torch.testing.assert_close(wa[name], wb[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_missing_and_corrupt_checkpoints_are_clear_errors(shards, tmp_path):
+    with pytest.raises(SystemExit, match="no checkpoint at"):
+        train.main(args(shards, tmp_path, init_from="resume"))
+    (tmp_path / "ckpt.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit, match="not a readable checkpoint"):
+        train.main(args(shards, tmp_path, init_from="resume"))
+    assert (tmp_path / "ckpt.pt").read_bytes() == b"not a checkpoint"  # the user's file is kept
+
+
+def test_empty_data_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="prepare"):
+        train.main(["--dataset=folder", f"--data_dir={tmp_path}", f"--out_dir={tmp_path / 'out'}"])

@@ -1,0 +1,456 @@
+"""
+Train Lumos-1 with AR-DF (sec. 3.3): temporal tube masking, loss at masked visual tokens only.
+One process on CPU or GPU, or DDP under torchrun (NCCL on CUDA, gloo on CPU).
+
+    python train.py                                     # the default job: tiny preset on CPU
+    python train.py config/shapes_gpu.py --compile=True
+    torchrun --standalone --nproc_per_node=8 train.py config/shapes_gpu.py
+"""
+import contextlib
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from configurator import configure, print_config
+from masking import training_mask
+from model import GPT, PRESETS, GPTConfig, device_peak_flops
+from tokenizer import MASK, PAD_FRAME, build_sequence, collate, encode_text, format_prompt
+
+# -----------------------------------------------------------------------------
+# default config: the tiny preset, end to end on a laptop CPU
+_before = set(globals())
+out_dir = "out"
+init_from = "scratch"          # 'scratch' | 'resume' (from out_dir/ckpt.pt)
+seed = 1337
+# data
+data_dir = "data/shards/shapes"  # token shards (data/prepare.py); made on first use for shapes
+dataset = "shapes"             # 'shapes' (prepared automatically) or 'folder' (prepare it first)
+tokenizer_path = "out/tokenizer.pt"  # trained first if missing (shapes)
+height = 32                    # shapes clips: resolution, frames (1 + k*s_t) and fps
+width = 32
+frames = 9
+fps = 8
+image_ratio = 0.25             # fraction of micro-batches that are images (1-frame videos)
+text_len = 88                  # text budget in tokens (left-padded); longer prompts are an error
+prompt_template = "short"      # 'short' | 'official' (tokenizer.TEMPLATES)
+# model
+model_size = "tiny"            # model.PRESETS
+n_layer = 0                    # 0: take the preset's value
+n_head = 0
+n_kv_head = 0
+n_embd = 0
+ffn_hidden = 0
+rope_kind = "mmrope"           # '1d' | 'mrope' | 'mmrope'
+rope_scaling = True            # scale visual positions by the tokenizer's compression
+attn_impl = "sdpa"             # 'sdpa' | 'flex'
+# AR-DF
+mask_kind = "tube"             # 'tube' | 'random' | 'diffusion_forcing'
+mask_floor = 0.7               # rho = max(cos(pi u / 2), mask_floor)
+text_drop = 0.1                # drop the text of this fraction of samples (classifier-free guidance)
+# optimisation
+batch_size = 32                # per micro-batch and rank
+gradient_accumulation_steps = 1
+max_iters = 1500
+learning_rate = 2e-3
+min_lr = 2e-4
+warmup_iters = 100
+lr_decay_iters = 0             # 0: max_iters
+weight_decay = 0.1
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 4.0
+# evaluation, logging, checkpoints
+eval_interval = 250
+eval_iters = 10
+log_interval = 25
+always_save_checkpoint = True
+wandb_log = False
+wandb_project = "nanolumos"
+# samples written at the end of training
+sample_prompts = ("a red circle moves right", "a blue square moves up",
+                  "a green triangle moves left", "a yellow circle stays still", "a magenta square")
+sample_steps = 8
+sample_cfg = 3.0
+# system
+device = "cuda" if torch.cuda.is_available() else "cpu"
+dtype = "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
+compile = False
+# -----------------------------------------------------------------------------
+DEFAULTS = {k: v for k, v in globals().items() if k not in _before and k != "_before"}
+
+
+def setup_distributed(cfg):
+    """(rank, local_rank, world_size, device); initialises the process group under torchrun."""
+    if int(os.environ.get("RANK", -1)) == -1:
+        return 0, 0, 1, cfg["device"]
+    backend = "nccl" if cfg["device"].startswith("cuda") else "gloo"
+    dist.init_process_group(backend=backend)
+    rank, local_rank, world = dist.get_rank(), int(os.environ["LOCAL_RANK"]), dist.get_world_size()
+    device = f"cuda:{local_rank}" if backend == "nccl" else cfg["device"]
+    if backend == "nccl":
+        torch.cuda.set_device(device)
+    return rank, local_rank, world, device
+
+
+def run_header(cfg, device):
+    """What every run log opens with: code version, libraries, device, resolved config."""
+    try:
+        git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    except OSError:
+        git = ""
+    dev = torch.cuda.get_device_name(device) if str(device).startswith("cuda") else platform.processor() or "cpu"
+    print(f"nanolumos git {git or 'unknown'} | python {platform.python_version()} | "
+          f"torch {torch.__version__} | numpy {np.__version__} | device {device} ({dev}), "
+          f"{torch.get_num_threads()} threads")
+    print_config(cfg)
+
+
+# -----------------------------------------------------------------------------
+# data
+
+class Batches:
+    """
+    Training and validation batches from token shards. Every draw is a pure function of
+    (seed, split, rank, step, micro-step): exact resume needs only the step number.
+    """
+
+    def __init__(self, cfg, split, rank):
+        from data.prepare import load_meta, load_shards
+        self.cfg, self.split, self.rank = cfg, split, rank
+        try:
+            self.meta = load_meta(cfg["data_dir"])
+        except FileNotFoundError as e:
+            raise SystemExit(f"error: {e}")
+        self.kinds = {}
+        for kind in ("video", "image"):
+            try:
+                codes, records = load_shards(cfg["data_dir"], split, kind)
+            except FileNotFoundError:
+                continue
+            if len(records):
+                self.kinds[kind] = (codes, [self.prompt_ids(r["caption"], codes.shape[1]) for r in records])
+        if not self.kinds:
+            raise SystemExit(f"error: no {split} shards in {cfg['data_dir']}: run python data/prepare.py")
+
+    def prompt_ids(self, caption, latent_frames):
+        m, st = self.meta, self.meta["compression"][0]
+        frames = 1 + (latent_frames - 1) * st  # pixel frames
+        ids = encode_text(format_prompt(caption, m["width"], m["height"], frames, m["fps"],
+                                        self.cfg["prompt_template"]))
+        if len(ids) > self.cfg["text_len"]:
+            raise SystemExit(f"error: the prompt {caption!r} is {len(ids)} tokens, over the text "
+                             f"budget text_len={self.cfg['text_len']}: raise --text_len")
+        return ids
+
+    def generator(self, step, micro):
+        # keyed by the global micro-batch index (rank * accumulation + micro): 2 ranks x 1
+        # micro-step draw exactly the data of 1 rank x 2 micro-steps
+        g = torch.Generator()
+        split_id = 0 if self.split == "train" else 1
+        index = self.rank * self.cfg["gradient_accumulation_steps"] + micro
+        return g.manual_seed(hash((self.cfg["seed"], split_id, step, index)) % 2**62)
+
+    def get(self, step, micro=0):
+        """One micro-batch as a dict of [B, L] tensors: idx (MASK at the masked positions),
+        targets (clean), loss_mask, frame, row, col."""
+        cfg, g = self.cfg, self.generator(step, micro)
+        use_images = "image" in self.kinds and (
+            "video" not in self.kinds or torch.rand(1, generator=g).item() < cfg["image_ratio"])
+        codes, prompts = self.kinds["image" if use_images else "video"]
+        pick = torch.randint(len(prompts), (cfg["batch_size"],), generator=g).tolist()
+        drop = (torch.rand(len(pick), generator=g) < cfg["text_drop"]).tolist()
+        clips = torch.from_numpy(np.stack([codes[i] for i in pick]).astype(np.int64))  # (B, F, h, w)
+        batch = collate([build_sequence(None if d else prompts[i], c, cfg["text_len"])
+                         for i, d, c in zip(pick, drop, clips)])
+        B, F, h, w = clips.shape
+        mask = training_mask(cfg["mask_kind"], B, F, h * w, g, cfg["mask_floor"])  # (B, F, N)
+        loss_mask = torch.zeros_like(batch["idx"], dtype=torch.bool)
+        loss_mask[:, cfg["text_len"]:] = mask.flatten(1)
+        batch["targets"] = batch["idx"]
+        batch["idx"] = batch["idx"].masked_fill(loss_mask, MASK)
+        batch["loss_mask"] = loss_mask
+        if not cfg["compile"]:  # drop columns that are padding in every row: same result, less work
+            trim = int((batch["frame"] == PAD_FRAME).all(0).sum())  # left padding is a prefix
+            batch = {k: v[:, trim:] for k, v in batch.items()}
+        return batch
+
+
+# -----------------------------------------------------------------------------
+# model, optimiser, schedule
+
+def model_config(cfg, meta):
+    shape = dict(PRESETS[cfg["model_size"]])
+    shape.update({k: cfg[k] for k in ("n_layer", "n_head", "n_kv_head", "n_embd", "ffn_hidden") if cfg[k]})
+    scales = tuple(meta["compression"]) if cfg["rope_scaling"] else (1, 1, 1)
+    return GPTConfig(**shape, n_visual=meta["codebook_size"], rope_kind=cfg["rope_kind"],
+                     rope_scales=scales, attn_impl=cfg["attn_impl"])
+
+
+def make_optimizer(model, cfg, device):
+    """AdamW, weight decay on matrices only (not norms)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [dict(params=[p for p in params if p.dim() >= 2], weight_decay=cfg["weight_decay"]),
+              dict(params=[p for p in params if p.dim() < 2], weight_decay=0.0)]
+    return torch.optim.AdamW(groups, lr=cfg["learning_rate"], betas=(cfg["beta1"], cfg["beta2"]),
+                             fused=str(device).startswith("cuda"))
+
+
+def lr_at(it, cfg):
+    """Linear warmup, then cosine decay to min_lr."""
+    decay_iters = cfg["lr_decay_iters"] or cfg["max_iters"]
+    if it < cfg["warmup_iters"]:
+        return cfg["learning_rate"] * (it + 1) / (cfg["warmup_iters"] + 1)
+    if it >= decay_iters:
+        return cfg["min_lr"]
+    ratio = (it - cfg["warmup_iters"]) / max(1, decay_iters - cfg["warmup_iters"])
+    return cfg["min_lr"] + 0.5 * (1 + math.cos(math.pi * ratio)) * (cfg["learning_rate"] - cfg["min_lr"])
+
+
+_body_flops = {}
+
+
+def step_flops(model, frame, n_masked):
+    """Training FLOPs of a micro-batch with frame ids [B, L] and n_masked loss rows in all,
+    counted as computed (model.flops_per_sequence); the per-layout part is computed once."""
+    key = (frame.shape[1], int(frame[0].max()))  # (length, frames) fixes the layout
+    if key not in _body_flops:
+        _body_flops[key] = model.flops_per_sequence(frame[0].cpu(), 0)
+    c = model.cfg
+    return _body_flops[key] * len(frame) + 6 * c.n_embd * c.n_visual * n_masked
+
+
+# -----------------------------------------------------------------------------
+# checkpoints
+
+def save_checkpoint(path, state):
+    """Atomic: a crash mid-write never leaves a half checkpoint in place of a good one."""
+    tmp = path + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, device="cpu"):
+    """The checkpoint at path, or one clear error saying what to do."""
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: no checkpoint at {path}: train one with python train.py "
+                         f"--out_dir={os.path.dirname(path) or '.'}")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # truncated or foreign file: report it, never a deep traceback
+        raise SystemExit(f"error: {path} is not a readable checkpoint ({type(e).__name__}: {e}); "
+                         f"it may be corrupt or from another program: retrain or restore it")
+
+
+def rng_state():
+    return dict(torch=torch.get_rng_state(), numpy=np.random.get_state()[1].tolist(),
+                cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
+
+
+# -----------------------------------------------------------------------------
+# evaluation
+
+@torch.no_grad()
+def evaluate(model, batches, cfg, device, ctx):
+    """Validation loss overall and per frame, on fixed (seeded) batches and masks."""
+    model.eval()
+    loss, count, frame_loss, frame_count = 0.0, 0, {}, {}
+    for k in range(cfg["eval_iters"]):
+        b = {key: v.to(device) for key, v in batches.get(0, k).items()}
+        with ctx:
+            out = model(b["idx"], b["frame"], b["row"], b["col"], targets=b["targets"],
+                        loss_mask=b["loss_mask"])
+        loss += out["loss_sum"].item()
+        count += out["count"].item()
+        for f, (s, c) in enumerate(zip(out["frame_loss_sum"].tolist(), out["frame_count"].tolist())):
+            frame_loss[f] = frame_loss.get(f, 0.0) + s
+            frame_count[f] = frame_count.get(f, 0) + c
+    model.train()
+    per_frame = [frame_loss[f] / max(1, frame_count[f]) for f in sorted(frame_loss)]
+    return loss / max(1, count), per_frame
+
+
+def write_samples(raw_model, cfg, meta, device):
+    """Sample videos (GIF + PNG strip) for the fixed prompts into out_dir/samples."""
+    from sample import generate, save_video
+    from tokenizer import load_tokenizer
+    tok = load_tokenizer(meta["tokenizer"], device)
+    h, w = meta["latent_shape"]["video"][1:]
+    latent_frames = meta["latent_shape"]["video"][0]
+    frames = 1 + (latent_frames - 1) * meta["compression"][0]
+    os.makedirs(os.path.join(cfg["out_dir"], "samples"), exist_ok=True)
+    for prompt in cfg["sample_prompts"]:
+        is_image = "moves" not in prompt and "still" not in prompt
+        F, T = (1, 1) if is_image else (latent_frames, frames)
+        ids = encode_text(format_prompt(prompt, meta["width"], meta["height"], T, meta["fps"],
+                                        cfg["prompt_template"]))
+        codes = generate(raw_model, [ids], F, h, w, cfg["text_len"], steps=cfg["sample_steps"],
+                         cfg_scale=cfg["sample_cfg"], seed=cfg["seed"], progress=False)
+        video = tok.decode(codes[0])
+        path = os.path.join(cfg["out_dir"], "samples", prompt.replace(" ", "_"))
+        save_video(video, path)
+        print(f"wrote {path}.gif")
+
+
+# -----------------------------------------------------------------------------
+
+def main(argv=None):
+    cfg = configure(DEFAULTS, argv)
+    rank, local_rank, world, device = setup_distributed(cfg)
+    master = rank == 0
+    if master:
+        os.makedirs(cfg["out_dir"], exist_ok=True)
+        run_header(cfg, device)
+    if cfg["dataset"] == "shapes" and master and not os.path.isfile(os.path.join(cfg["data_dir"], "meta.json")):
+        from data.prepare import prepare_shapes
+        prepare_shapes(out=cfg["data_dir"], tokenizer_path=cfg["tokenizer_path"], height=cfg["height"],
+                       width=cfg["width"], frames=cfg["frames"], fps=cfg["fps"], device=str(device))
+    if world > 1:
+        dist.barrier()
+    torch.manual_seed(cfg["seed"] + rank)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    device_type = "cuda" if str(device).startswith("cuda") else "cpu"
+    ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg["dtype"]]
+    ctx = (contextlib.nullcontext() if ptdtype == torch.float32
+           else torch.autocast(device_type=device_type, dtype=ptdtype))
+
+    train_data, val_data = Batches(cfg, "train", rank), Batches(cfg, "val", 0)
+    meta = train_data.meta
+    ckpt_path = os.path.join(cfg["out_dir"], "ckpt.pt")
+    iter_num, best_val = 0, float("inf")
+    if cfg["init_from"] == "resume":
+        ckpt = load_checkpoint(ckpt_path, device)
+        gpt_cfg = GPTConfig(**{**ckpt["model_args"], "rope_scales": tuple(ckpt["model_args"]["rope_scales"])})
+        model = GPT(gpt_cfg).to(device)
+        model.load_state_dict(ckpt["model"])
+        iter_num, best_val = ckpt["iter_num"], ckpt["best_val_loss"]
+    elif cfg["init_from"] == "scratch":
+        gpt_cfg = model_config(cfg, meta)
+        model = GPT(gpt_cfg).to(device)
+    else:
+        raise SystemExit(f"error: init_from must be 'scratch' or 'resume', got {cfg['init_from']!r}")
+    optimizer = make_optimizer(model, cfg, device)
+    if cfg["init_from"] == "resume":
+        optimizer.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+        del ckpt
+    if master:
+        print(f"model: {model.num_params() / 1e6:.2f}M parameters "
+              f"({model.num_params(embedding=False) / 1e6:.2f}M without the embedding)")
+    raw_model = model
+    if cfg["compile"]:
+        model = torch.compile(model)
+    if world > 1:
+        model = DDP(model, device_ids=[local_rank] if device_type == "cuda" else None)
+
+    log = open(os.path.join(cfg["out_dir"], "log.jsonl"), "a") if master else None
+    if cfg["wandb_log"] and master:
+        try:
+            import wandb
+        except ImportError:
+            raise SystemExit("error: wandb_log=True needs wandb: pip install wandb")
+        wandb.init(project=cfg["wandb_project"], config=cfg)
+    peak = device_peak_flops(device)
+    accum = cfg["gradient_accumulation_steps"]
+    t_log, tokens_since, flops_since, first_step = time.time(), 0, 0.0, True
+    bar = tqdm(total=cfg["max_iters"], initial=iter_num, disable=not master, desc="train")
+
+    def checkpoint(val_loss, per_frame):
+        state = dict(model=raw_model.state_dict(), optimizer=optimizer.state_dict(),
+                     model_args=asdict(gpt_cfg), config=cfg, meta=meta, iter_num=iter_num,
+                     best_val_loss=best_val, val_loss=val_loss, val_frame_loss=per_frame,
+                     rng=rng_state())
+        save_checkpoint(ckpt_path, state)
+        if val_loss <= best_val:
+            save_checkpoint(os.path.join(cfg["out_dir"], "best.pt"), state)
+
+    while True:
+        if (iter_num % cfg["eval_interval"] == 0 and iter_num > 0) or iter_num == cfg["max_iters"]:
+            if master:
+                val_loss, per_frame = evaluate(raw_model, val_data, cfg, device, ctx)
+                best_val = min(best_val, val_loss)
+                bar.write(f"iter {iter_num}: val loss {val_loss:.4f} | per frame "
+                          + " ".join(f"{x:.3f}" for x in per_frame))
+                log.write(json.dumps(dict(iter=iter_num, val_loss=val_loss, val_frame_loss=per_frame)) + "\n")
+                log.flush()
+                if cfg["always_save_checkpoint"] or val_loss <= best_val:
+                    checkpoint(val_loss, per_frame)
+        if iter_num >= cfg["max_iters"]:
+            break
+
+        lr = lr_at(iter_num, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        micro = [train_data.get(iter_num, m) for m in range(accum)]
+        # AR-DF loss normalised by the masked tokens of the whole global batch (sec. 3.3)
+        count = torch.tensor(float(sum(b["loss_mask"].sum() for b in micro)), device=device)
+        if world > 1:
+            dist.all_reduce(count)
+        loss_sum, frame_loss, frame_count = 0.0, 0, 0
+        for m, b in enumerate(micro):
+            b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
+            last = m == accum - 1
+            sync = contextlib.nullcontext() if (last or world == 1) else model.no_sync()
+            with sync:  # no gradient all-reduce until the last micro-step (forward and backward)
+                with ctx:
+                    out = model(b["idx"], b["frame"], b["row"], b["col"], targets=b["targets"],
+                                loss_mask=b["loss_mask"])
+                # DDP averages gradients over ranks: scale by world to get the global-batch mean
+                (out["loss_sum"] * world / count).backward()
+            loss_sum += out["loss_sum"].detach()
+            frame_loss = frame_loss + out["frame_loss_sum"]
+            frame_count = frame_count + out["frame_count"]
+            tokens_since += b["idx"].numel()
+            flops_since += step_flops(raw_model, b["frame"], int(b["loss_mask"].sum()))
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+        if world > 1:
+            dist.all_reduce(loss_sum)
+        loss = (loss_sum / count).item()
+        if not math.isfinite(loss):
+            raise SystemExit(f"error: loss is {loss} at iter {iter_num}; stopping. The last good "
+                             f"checkpoint is {ckpt_path}: resume from it with a lower learning_rate")
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        iter_num += 1
+        bar.update(1)
+        if first_step:  # compile and warm-up time, reported apart from training time
+            bar.write(f"first step (compile/warm-up included): {time.time() - t_log:.1f}s")
+            t_log, tokens_since, flops_since, first_step = time.time(), 0, 0.0, False
+
+        if iter_num % cfg["log_interval"] == 0 and master:
+            dt = time.time() - t_log
+            per_frame = (frame_loss / frame_count.clamp(min=1)).tolist()
+            rec = dict(iter=iter_num, loss=loss, frame_loss=per_frame, grad_norm=float(grad_norm),
+                       lr=lr, tokens_per_s=tokens_since * world / dt,
+                       mfu=flops_since * world / dt / peak if peak else None,
+                       peak_mem_gb=torch.cuda.max_memory_allocated() / 1e9 if device_type == "cuda" else None)
+            bar.write(f"iter {iter_num}: loss {loss:.4f} | frames " + " ".join(f"{x:.2f}" for x in per_frame)
+                      + f" | grad {rec['grad_norm']:.2f} | lr {lr:.2e} | {rec['tokens_per_s']:.0f} tok/s"
+                      + (f" | mfu {100 * rec['mfu']:.1f}%" if rec["mfu"] else "")
+                      + (f" | mem {rec['peak_mem_gb']:.2f} GB" if rec["peak_mem_gb"] else ""))
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            if cfg["wandb_log"]:
+                wandb.log(rec, step=iter_num)
+            t_log, tokens_since, flops_since = time.time(), 0, 0.0
+    bar.close()
+    if master and cfg["sample_prompts"]:
+        write_samples(raw_model, cfg, meta, device)
+    if world > 1:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
