@@ -198,9 +198,9 @@ def main(argv=None):
     print_config(cfg)
     model, ckpt = load_model(cfg["out_dir"], cfg["ckpt"], cfg["device"])
     meta, train_cfg = ckpt["meta"], ckpt["config"]
-    tok = load_tokenizer(meta["tokenizer_path"], cfg["device"])
+    tok = load_tokenizer(meta["tokenizer"], cfg["device"])
     s_t = tok.compression[0]
-    frames = cfg["frames"] or 1 + (meta["latent_frames"]["video"] - 1) * s_t
+    frames = cfg["frames"] or 1 + (meta["latent_shape"]["video"][0] - 1) * s_t
     if (frames - 1) % s_t:
         raise SystemExit(f"error: frames must be 1 + k*{s_t} for this tokenizer (1, {1 + s_t}, "
                          f"{1 + 2 * s_t}, ...), got {frames}")
@@ -208,7 +208,7 @@ def main(argv=None):
     if cfg["prompt_file"]:
         with open(cfg["prompt_file"]) as f:
             prompts = [line.strip() for line in f if line.strip()]
-    h, w = meta["latent_hw"]
+    h, w = meta["latent_shape"]["video"][1:]
     first = None
     if cfg["image"]:
         first = load_image_codes(cfg["image"], tok, meta["width"], meta["height"])
