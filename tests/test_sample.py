@@ -102,3 +102,41 @@ def test_gumbel_max_draws_from_the_softmax():
     draws = (logp + gumbel((100000, 3), g, "cpu")).argmax(-1)
     freq = torch.bincount(draws, minlength=3) / 100000
     torch.testing.assert_close(freq, logp.exp(), atol=0.01, rtol=0)
+
+
+# -----------------------------------------------------------------------------
+# the command line on a trained run: files written, bad input reported clearly
+
+def test_cli_writes_gif_and_png(trained_run, tmp_path):
+    import sample
+    sample.main([f"--out_dir={trained_run}", "--prompt=a red circle moves right", "--steps=2",
+                 f"--sample_dir={tmp_path}"])
+    assert any(p.suffix == ".gif" for p in tmp_path.iterdir())
+    sample.main([f"--out_dir={trained_run}", "--prompt=a blue square", "--steps=2", "--frames=1",
+                 f"--sample_dir={tmp_path / 't2i'}"])
+    assert [p.suffix for p in (tmp_path / "t2i").iterdir()] == [".png"]
+    from PIL import Image
+    Image.new("RGB", (32, 32), (200, 0, 0)).save(tmp_path / "first.png")
+    sample.main([f"--out_dir={trained_run}", "--prompt=a red square moves up", "--steps=2",
+                 f"--image={tmp_path / 'first.png'}", f"--sample_dir={tmp_path / 'i2v'}"])
+    assert any(p.suffix == ".gif" for p in (tmp_path / "i2v").iterdir())
+
+
+def test_cli_bad_input(trained_run, tmp_path):
+    import shutil
+    from PIL import Image
+    import sample
+    with pytest.raises(SystemExit, match="no checkpoint at"):
+        sample.main([f"--out_dir={tmp_path}"])
+    (tmp_path / "ckpt.pt").write_bytes(b"\x00garbage")
+    with pytest.raises(SystemExit, match="not a readable checkpoint"):
+        sample.main([f"--out_dir={tmp_path}"])
+    Image.new("RGB", (20, 10)).save(tmp_path / "small.png")
+    with pytest.raises(SystemExit, match="is 20x10 but the model generates 32x32"):
+        sample.main([f"--out_dir={trained_run}", f"--image={tmp_path / 'small.png'}"])
+    with pytest.raises(SystemExit, match="over the model's text budget"):
+        sample.main([f"--out_dir={trained_run}", "--prompt=" + "a red circle " * 20])
+    with pytest.raises(SystemExit, match="unknown config key 'promt'"):
+        sample.main([f"--out_dir={trained_run}", "--promt=x"])
+    with pytest.raises(SystemExit, match="frames must be 1 \\+ k\\*4"):
+        sample.main([f"--out_dir={trained_run}", "--frames=6"])
