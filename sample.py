@@ -173,7 +173,7 @@ def load_image_codes(path, tok, width, height):
     if img.size != (width, height):
         raise SystemExit(f"error: {path} is {img.size[0]}x{img.size[1]} but the model generates "
                          f"{width}x{height}: resize it to {width}x{height}")
-    return tok.encode(np.asarray(img)[None])[0]  # (h, w)
+    return tok.encode(np.array(img)[None])[0]  # (h, w)
 
 
 def load_model(out_dir, name="ckpt.pt", device="cpu"):

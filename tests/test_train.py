@@ -91,3 +91,12 @@ def test_missing_and_corrupt_checkpoints_are_clear_errors(shards, tmp_path):
 def test_empty_data_folder_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="prepare"):
         train.main(["--dataset=folder", f"--data_dir={tmp_path}", f"--out_dir={tmp_path / 'out'}"])
+
+
+@pytest.mark.parametrize("preset", ["shapes_tiny", "shapes_gpu", "lumos_1b", "lumos_3b"])
+def test_presets_are_valid_configs_with_valid_models(preset):
+    from configurator import configure
+    from model import PRESETS, GPTConfig
+    cfg = configure(train.DEFAULTS, [f"config/{preset}.py"])
+    shape = PRESETS[cfg["model_size"]]
+    GPTConfig(**shape).head_dim % 32 == 0 or pytest.fail("head_dim must suit mmrope")

@@ -1,0 +1,22 @@
+# The paper's 1B shape (Llama-3.2-1B-like), for real data on GPUs. Prepare your own data first:
+#   python data/prepare.py --folder=path/to/clips --out=data/shards/mine --height=256 --width=256 \
+#       --frames=25 --fps=12 --tokenizer_path=out_1b/tokenizer.pt
+# Official recipe (METHOD.md sec. 8): AdamW (0.9, 0.95), weight decay 0.1, grad clip 4.0,
+# bf16, 25-frame clips at 12 fps (7 latent frames), the 64000-code (8,8,8,5,5,5) codebook.
+out_dir = "out_1b"
+dataset = "folder"
+data_dir = "data/shards/mine"
+tokenizer_path = "out_1b/tokenizer.pt"
+prompt_template = "official"
+text_len = 256
+model_size = "1b"
+batch_size = 8
+gradient_accumulation_steps = 8
+max_iters = 100000
+learning_rate = 1e-4
+min_lr = 1e-5
+warmup_iters = 2000
+eval_interval = 2000
+compile = True
+attn_impl = "flex"
+sample_prompts = ()

@@ -1,0 +1,18 @@
+# One GPU: the small model (~100M parameters) on 64x64 shapes clips of 17 frames, compiled,
+# bf16, FlexAttention. Train the 4x8x8 tokenizer for 64x64 first:
+#   python tokenizer.py --height=64 --width=64 --frames=17 --channels="(64,128,128)" \
+#       --compression="(4,8,8)" --levels="(8,8,8,5,5,5)" --out_dir=out_gpu --device=cuda
+# then: python train.py config/shapes_gpu.py
+out_dir = "out_gpu"
+data_dir = "data/shards/shapes64"
+tokenizer_path = "out_gpu/tokenizer.pt"
+height, width, frames, fps = 64, 64, 17, 8
+model_size = "small"
+batch_size = 64
+max_iters = 5000
+learning_rate = 6e-4
+min_lr = 6e-5
+warmup_iters = 200
+eval_interval = 500
+compile = True
+attn_impl = "flex"

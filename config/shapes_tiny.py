@@ -1,0 +1,14 @@
+# The default job (python train.py with no arguments): the tiny model on 32x32 shapes clips of
+# 9 frames (3 latent frames of 8x8 codes), on a laptop CPU. These are train.py's defaults,
+# written out so a fork has one file to edit.
+out_dir = "out"
+data_dir = "data/shards/shapes"
+tokenizer_path = "out/tokenizer.pt"
+height, width, frames, fps = 32, 32, 9, 8
+model_size = "tiny"
+batch_size = 32
+max_iters = 1500
+learning_rate = 2e-3
+min_lr = 2e-4
+warmup_iters = 100
+eval_interval = 250
