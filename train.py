@@ -387,6 +387,7 @@ def main(argv=None):
                 log.flush()
                 if cfg["always_save_checkpoint"] or val_loss <= best_val:
                     checkpoint(val_loss, per_frame)
+            t_log = time.time()  # throughput counts training time only
         if iter_num >= cfg["max_iters"]:
             break
 

@@ -1,0 +1,295 @@
+"""
+Encode a dataset into token shards once, so training reads codes instead of running the video
+tokenizer every step (the official recipe also pre-tokenizes with the frozen Cosmos tokenizer).
+
+    python data/prepare.py                                      # built-in shapes data
+    python data/prepare.py --folder=path/to/clips --out=data/shards/mine --fps=8
+
+Shards, one pair per split ("train", "val") and kind ("video", "image"):
+    {out}/{split}_{kind}.bin    codes as a raw np.uint16 array [n, F, h, w] (np.uint32 when the
+                                codebook has more than 65535 codes)
+    {out}/{split}_{kind}.jsonl  one JSON record per sample: caption, attrs, seed (shapes) or file
+    {out}/meta.json             height, width, frames, fps, latent_shape per kind, compression,
+                                levels, codebook_size, tokenizer, counts, dtype; written last, so
+                                a folder with meta.json is complete
+For --folder, captions come from captions.jsonl ({"file": ..., "caption": ...} per line) or
+captions.csv (header file,caption). Videos are read with PyAV (pip install av), images with pillow.
+"""
+import csv
+import json
+import os
+import sys
+import zlib
+
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # `python data/prepare.py` runs with data/ as the import root
+    sys.path.insert(0, ROOT)
+
+from tokenizer import TRAIN_DEFAULTS, load_tokenizer, train_tokenizer  # noqa: E402
+
+DEFAULTS = dict(
+    out="data/shards/shapes",         # where the shards go
+    tokenizer_path="out/tokenizer.pt",  # trained first (python tokenizer.py defaults) if missing
+    folder="",                        # a folder of captioned videos/images; empty: shapes data
+    height=32, width=32, frames=9, fps=8,
+    n_train_video=4000, n_train_image=4000, n_val_video=256, n_val_image=256,  # shapes only
+    val_fraction=0.05,                # folder only: share of files (by name hash) held out for val
+    batch_size=64, device="cpu",
+)
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+VIDEO_EXTS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".gif")
+
+
+def _no_shards(out):
+    return FileNotFoundError(f"no token shards in {out!r}: run `python data/prepare.py` "
+                             f"(with --out={out} or --folder=... as needed)")
+
+
+def load_meta(out):
+    """The meta.json of a shard folder, as a dict."""
+    path = os.path.join(out, "meta.json")
+    if not os.path.isfile(path):
+        raise _no_shards(out)
+    with open(path) as f:
+        return json.load(f)
+
+
+def load_shards(out, split, kind):
+    """(codes, records) of one split and kind: a read-only memmap [n, F, h, w] and a list of dicts."""
+    meta = load_meta(out)
+    n, shape = meta["counts"][split][kind], tuple(meta["latent_shape"][kind])
+    with open(os.path.join(out, f"{split}_{kind}.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    if n == 0:  # np.memmap cannot map an empty file
+        return np.zeros((0, *shape), meta["dtype"]), records
+    codes = np.memmap(os.path.join(out, f"{split}_{kind}.bin"), dtype=meta["dtype"], mode="r",
+                      shape=(n, *shape))
+    return codes, records
+
+
+class ShardWriter:
+    """Buffers (clip, record) pairs per (split, kind), encodes them in batches, appends to disk."""
+
+    def __init__(self, out, tokenizer, batch_size):
+        os.makedirs(out, exist_ok=True)
+        if os.path.exists(os.path.join(out, "meta.json")):
+            os.remove(os.path.join(out, "meta.json"))  # the folder is incomplete until we finish
+        self.out, self.tokenizer, self.batch_size = out, tokenizer, batch_size
+        self.dtype = np.uint16 if tokenizer.codebook_size <= 65536 else np.uint32
+        self.buffers, self.files, self.counts = {}, {}, {}
+        for split in ("train", "val"):
+            for kind in ("video", "image"):
+                self.buffers[split, kind] = []
+                self.files[split, kind] = (open(os.path.join(out, f"{split}_{kind}.bin"), "wb"),
+                                           open(os.path.join(out, f"{split}_{kind}.jsonl"), "w"))
+                self.counts[split, kind] = 0
+
+    def add(self, split, kind, clip, record):
+        self.buffers[split, kind].append((clip, record))
+        if len(self.buffers[split, kind]) == self.batch_size:
+            self.flush(split, kind)
+
+    def flush(self, split, kind):
+        batch = self.buffers[split, kind]
+        if not batch:
+            return
+        codes = self.tokenizer.encode(np.stack([clip for clip, _ in batch]))  # (B, F, h, w)
+        bin_file, jsonl_file = self.files[split, kind]
+        bin_file.write(codes.cpu().numpy().astype(self.dtype).tobytes())
+        for _, record in batch:
+            jsonl_file.write(json.dumps(record) + "\n")
+        self.counts[split, kind] += len(batch)
+        self.buffers[split, kind] = []
+
+    def close(self, tokenizer_path, height, width, frames, fps, source):
+        """Flush everything and write meta.json (last: it marks the shards complete)."""
+        for key in self.buffers:
+            self.flush(*key)
+            for f in self.files[key]:
+                f.close()
+        s_t, s_h, s_w = self.tokenizer.compression
+        meta = dict(source=source, height=height, width=width, frames=frames, fps=fps,
+                    latent_shape=dict(video=[1 + (frames - 1) // s_t, height // s_h, width // s_w],
+                                      image=[1, height // s_h, width // s_w]),
+                    compression=list(self.tokenizer.compression),
+                    levels=list(self.tokenizer.fsq.levels),
+                    codebook_size=self.tokenizer.codebook_size, tokenizer=tokenizer_path,
+                    counts={split: {kind: self.counts[split, kind] for kind in ("video", "image")}
+                            for split in ("train", "val")},
+                    dtype=np.dtype(self.dtype).name)
+        with open(os.path.join(self.out, "meta.json"), "w") as f:
+            json.dump(meta, f, indent=1)
+        return meta
+
+
+def get_tokenizer(tokenizer_path, height, width, frames, device):
+    """The tokenizer at tokenizer_path, trained first with `python tokenizer.py`'s defaults if missing."""
+    if not os.path.exists(tokenizer_path):
+        print(f"no tokenizer at {tokenizer_path}: training one (python tokenizer.py defaults)")
+        cfg = dict(TRAIN_DEFAULTS, out_dir=os.path.dirname(tokenizer_path) or ".", height=height,
+                   width=width, frames=frames, device=device)
+        train_tokenizer(cfg, path=tokenizer_path)
+    return load_tokenizer(tokenizer_path, device)
+
+
+def check_geometry(tokenizer, height, width, frames):
+    """ValueError unless the tokenizer can encode clips of this size."""
+    (s_t, s_h, s_w) = tokenizer.compression
+    if (frames - 1) % s_t:
+        raise ValueError(f"frames={frames}: the tokenizer needs 1 + k*{s_t} frames "
+                         f"(e.g. --frames={1 + s_t * max(1, (frames - 1) // s_t)})")
+    if height % s_h or width % s_w:
+        raise ValueError(f"{height}x{width}: height must be a multiple of {s_h} and width of "
+                         f"{s_w} (e.g. --height={s_h * max(1, height // s_h)})")
+
+
+def resolve(overrides):
+    """DEFAULTS updated by keyword overrides; an unknown key is a TypeError, as for any function."""
+    unknown = set(overrides) - set(DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown option(s) {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
+    return dict(DEFAULTS, **overrides)
+
+
+def prepare_shapes(**overrides):
+    """Encode shapes samples (seeds 0..n-1 of each split) into shards; keyword arguments override
+    DEFAULTS (out, tokenizer_path, height, width, frames, fps, n_train_video, ...). Returns meta."""
+    from tqdm import tqdm
+    from data.shapes import make_sample
+    cfg = resolve(overrides)
+    H, W, T = cfg["height"], cfg["width"], cfg["frames"]
+    tokenizer = get_tokenizer(cfg["tokenizer_path"], H, W, T, cfg["device"])
+    check_geometry(tokenizer, H, W, T)
+    writer = ShardWriter(cfg["out"], tokenizer, cfg["batch_size"])
+    jobs = [(split, kind, cfg[f"n_{split}_{kind}"]) for split in ("train", "val")
+            for kind in ("video", "image")]
+    with tqdm(total=sum(n for *_, n in jobs), desc=f"encoding shapes -> {cfg['out']}") as bar:
+        for split, kind, n in jobs:
+            for seed in range(n):
+                sample = make_sample(seed, split, H, W, T, kind)
+                record = dict(caption=sample["caption"], attrs=sample["attrs"], seed=seed)
+                writer.add(split, kind, sample["video"], record)
+                bar.update()
+    return writer.close(cfg["tokenizer_path"], H, W, T, cfg["fps"], source="shapes")
+
+
+# -----------------------------------------------------------------------------
+# Real data: a folder of captioned videos and images
+
+
+def read_captions(folder):
+    """{file name: caption} from captions.jsonl or captions.csv in `folder`."""
+    jsonl, csv_path = os.path.join(folder, "captions.jsonl"), os.path.join(folder, "captions.csv")
+    if os.path.isfile(jsonl):
+        with open(jsonl) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    elif os.path.isfile(csv_path):
+        with open(csv_path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    else:
+        raise FileNotFoundError(f"no captions.jsonl or captions.csv in {folder!r}: add one with a "
+                                f'line per file, {{"file": "clip.mp4", "caption": "..."}} or a '
+                                f"csv with header file,caption")
+    if rows and not {"file", "caption"} <= set(rows[0]):
+        raise ValueError(f"captions in {folder!r} need the fields 'file' and 'caption', "
+                         f"got {sorted(rows[0])}")
+    return {row["file"]: row["caption"] for row in rows}
+
+
+def resize_crop(image, height, width):
+    """PIL image -> uint8 [height, width, 3]: scaled to cover the target, then center-cropped."""
+    from PIL import Image
+    image = image.convert("RGB")
+    scale = max(height / image.height, width / image.width)
+    size = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
+    image = image.resize(size, Image.BICUBIC)
+    left, top = (size[0] - width) // 2, (size[1] - height) // 2
+    return np.asarray(image.crop((left, top, left + width, top + height)))
+
+
+def read_image(path, height, width):
+    """An image file as a 1-frame clip [1, H, W, 3]."""
+    from PIL import Image
+    with Image.open(path) as image:
+        return resize_crop(image, height, width)[None]
+
+
+def read_video(path, height, width, frames, fps):
+    """`frames` frames sampled at `fps` from the start of a video file -> [frames, H, W, 3]."""
+    try:
+        import av
+    except ImportError:
+        raise ImportError("reading videos needs PyAV: pip install av") from None
+    wanted = [i / fps for i in range(frames)]
+    times, images = [], []
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        rate = float(stream.average_rate or fps)
+        for i, frame in enumerate(container.decode(stream)):
+            t = frame.time if frame.time is not None else i / rate
+            times.append(t - (times[0] if times else t))  # clip time starts at the first frame
+            images.append(frame.to_image())
+            if times[-1] >= wanted[-1]:
+                break
+    if not times or times[-1] + 1 / rate < wanted[-1]:
+        raise ValueError(f"too short: {len(times)} frames, need {(frames - 1) / fps:.2f} s "
+                         f"at fps={fps}")
+    # for each wanted time, the nearest decoded frame
+    pick = [int(np.argmin([abs(t - w) for t in times])) for w in wanted]
+    return np.stack([resize_crop(images[j], height, width) for j in pick])
+
+
+def prepare_folder(folder, **overrides):
+    """Encode a folder of captioned videos and images into shards (same format as shapes);
+    unreadable or uncaptioned files are reported and skipped. Returns meta."""
+    from tqdm import tqdm
+    cfg = resolve(dict(overrides, folder=folder))
+    H, W, T = cfg["height"], cfg["width"], cfg["frames"]
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"no folder {folder!r}")
+    files = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTS + VIDEO_EXTS))
+    if not files:
+        raise ValueError(f"no images ({', '.join(IMAGE_EXTS)}) or videos "
+                         f"({', '.join(VIDEO_EXTS)}) in {folder!r}")
+    captions = read_captions(folder)
+    tokenizer = get_tokenizer(cfg["tokenizer_path"], H, W, T, cfg["device"])
+    check_geometry(tokenizer, H, W, T)
+    writer = ShardWriter(cfg["out"], tokenizer, cfg["batch_size"])
+    skipped = 0
+    for name in tqdm(files, desc=f"encoding {folder} -> {cfg['out']}"):
+        if name not in captions:
+            tqdm.write(f"warning: skipping {name}: no caption for it in the captions file")
+            skipped += 1
+            continue
+        path = os.path.join(folder, name)
+        kind = "image" if name.lower().endswith(IMAGE_EXTS) else "video"
+        try:
+            clip = read_image(path, H, W) if kind == "image" else read_video(path, H, W, T,
+                                                                             cfg["fps"])
+        except ImportError:
+            raise
+        except Exception as e:  # one bad file must not stop the ingestion of the others
+            tqdm.write(f"warning: skipping unreadable {name}: {type(e).__name__}: {e}")
+            skipped += 1
+            continue
+        # a stable hash of the name, so the split doesn't change when files are added
+        split = "val" if zlib.crc32(name.encode()) % 10_000 < cfg["val_fraction"] * 10_000 else "train"
+        writer.add(split, kind, clip, dict(caption=captions[name], file=name))
+    meta = writer.close(cfg["tokenizer_path"], H, W, T, cfg["fps"], source=os.path.abspath(folder))
+    print(f"ingested {len(files) - skipped} of {len(files)} files ({skipped} skipped)")
+    return meta
+
+
+if __name__ == "__main__":
+    from configurator import configure, print_config
+    config = configure(DEFAULTS)
+    print("data preparation, resolved config:")
+    print_config(config)
+    options = {k: v for k, v in config.items() if k != "folder"}
+    meta = (prepare_folder(config["folder"], **options) if config["folder"]
+            else prepare_shapes(**options))
+    print(f"wrote {config['out']}: counts {meta['counts']}, latent shapes {meta['latent_shape']}, "
+          f"codes as {meta['dtype']}")

@@ -1,0 +1,109 @@
+"""Token shards: what goes in (shapes samples, a folder of captioned images and videos) comes out
+of load_shards as the tokenizer's codes with its records; bad folders fail with a clear message."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from data.shapes import make_sample
+from data.prepare import load_meta, load_shards, prepare_folder, prepare_shapes, read_image
+from tokenizer import TokenizerConfig, VideoTokenizer, save_tokenizer
+
+
+@pytest.fixture
+def tokenizer_path(tmp_path):
+    """A tiny untrained tokenizer (4x4x4 compression), saved where prepare can load it."""
+    torch.manual_seed(0)
+    path = str(tmp_path / "tok.pt")
+    save_tokenizer(VideoTokenizer(TokenizerConfig(channels=(4, 8))), path)
+    return path
+
+
+def options(tmp_path, tokenizer_path, **extra):
+    return dict(out=str(tmp_path / "shards"), tokenizer_path=tokenizer_path, height=16, width=16,
+                frames=5, fps=4, val_fraction=0.0, **extra)
+
+
+def write_images(folder, names, size=(24, 20)):
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name in names:
+        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(folder / name)
+
+
+def test_shapes_shards(tmp_path, tokenizer_path):
+    opts = options(tmp_path, tokenizer_path)
+    del opts["val_fraction"]
+    meta = prepare_shapes(**opts, n_train_video=3, n_train_image=2, n_val_video=1, n_val_image=1)
+    assert meta == load_meta(opts["out"])
+    assert meta["latent_shape"] == {"video": [2, 4, 4], "image": [1, 4, 4]}
+    assert meta["codebook_size"] == 1000 and meta["dtype"] == "uint16"
+    codes, records = load_shards(opts["out"], "train", "video")
+    assert codes.shape == (3, 2, 4, 4) and len(records) == 3
+    assert records[2]["seed"] == 2
+    assert records[2]["caption"] == make_sample(2, "train", 16, 16, 5, "video")["caption"]
+    assert load_shards(opts["out"], "val", "image")[0].shape == (1, 1, 4, 4)
+
+
+def test_folder_of_pngs_with_csv_captions(tmp_path, tokenizer_path):
+    folder = tmp_path / "imgs"
+    write_images(folder, ["a.png", "b.png", "c.png"])
+    (folder / "captions.csv").write_text("file,caption\na.png,a red thing\nb.png,\"b, blue\"\n"
+                                         "c.png,c\n")
+    opts = options(tmp_path, tokenizer_path)
+    meta = prepare_folder(str(folder), **opts)
+    assert meta["counts"]["train"] == {"video": 0, "image": 3}
+    codes, records = load_shards(opts["out"], "train", "image")
+    assert [r["caption"] for r in records] == ["a red thing", "b, blue", "c"]
+    # the shards hold exactly the tokenizer's codes of the resized, center-cropped image
+    from tokenizer import load_tokenizer
+    expected = load_tokenizer(tokenizer_path).encode(read_image(str(folder / "b.png"), 16, 16))
+    assert np.array_equal(codes[1], expected.numpy())
+
+
+def test_video_and_unreadable_and_uncaptioned_files(tmp_path, tokenizer_path, capsys):
+    av = pytest.importorskip("av")
+    folder = tmp_path / "mixed"
+    write_images(folder, ["still.png", "nocaption.png"])
+    (folder / "broken.png").write_bytes(b"this is not a png")
+    with av.open(str(folder / "clip.mp4"), "w") as container:  # 12 frames at 8 fps = 1.5 s
+        stream = container.add_stream("mpeg4", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 32, 24, "yuv420p"
+        for i in range(12):
+            frame = np.full((24, 32, 3), 20 * i, np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    rows = [{"file": f, "caption": f"caption of {f}"} for f in ("still.png", "broken.png", "clip.mp4")]
+    (folder / "captions.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    opts = options(tmp_path, tokenizer_path)
+    meta = prepare_folder(str(folder), **opts)
+    out = capsys.readouterr()
+    assert "broken.png" in out.err + out.out and "nocaption.png" in out.err + out.out
+    assert meta["counts"]["train"] == {"video": 1, "image": 1}
+    codes, records = load_shards(opts["out"], "train", "video")
+    assert codes.shape == (1, 2, 4, 4) and records[0]["file"] == "clip.mp4"
+
+
+def test_bad_folders_fail_clearly(tmp_path, tokenizer_path):
+    opts = options(tmp_path, tokenizer_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="no images"):
+        prepare_folder(str(empty), **opts)
+    write_images(tmp_path / "nocaps", ["a.png"])
+    with pytest.raises(FileNotFoundError, match="captions.jsonl or captions.csv"):
+        prepare_folder(str(tmp_path / "nocaps"), **opts)
+    with pytest.raises(FileNotFoundError, match="python data/prepare.py"):
+        load_shards(str(empty), "train", "video")
+
+
+@pytest.mark.parametrize("bad, message", [(dict(frames=6), "1 \\+ k\\*4"),
+                                          (dict(height=18), "multiple of 4")])
+def test_bad_geometry_is_a_value_error(tmp_path, tokenizer_path, bad, message):
+    folder = tmp_path / "imgs"
+    write_images(folder, ["a.png"])
+    (folder / "captions.csv").write_text("file,caption\na.png,x\n")
+    with pytest.raises(ValueError, match=message):
+        prepare_folder(str(folder), **dict(options(tmp_path, tokenizer_path), **bad))

@@ -1,0 +1,165 @@
+"""Properties of the tokenizers: the sequence layout round-trips, FSQ is a bijection with a
+straight-through gradient, the video tokenizer is causal in time and an image is a 1-frame video."""
+import numpy as np
+import pytest
+import torch
+
+from tokenizer import (BOS, EOT, MASK, PAD, PAD_FRAME, TEXT_FRAME, VISUAL_OFFSET, FSQ,
+                       TokenizerConfig, VideoTokenizer, build_sequence, decode_text, encode_text,
+                       layout, load_tokenizer, save_tokenizer, visual_codes)
+
+
+# --- text and sequence layout -------------------------------------------------------------------
+
+def test_text_round_trip():
+    text = "a red circle moves left, 32x32 9f 8fps: ünïcode"
+    ids = encode_text(text)
+    assert ids[0] == BOS and ids[-1] == EOT
+    assert decode_text(ids) == text
+
+
+def test_build_sequence_round_trip_and_ids():
+    F_, h, w, text_len = 3, 2, 4, 20
+    codes = torch.randint(0, 1000, (F_, h, w))
+    text = encode_text("a blue square")
+    seq = build_sequence(text, codes, text_len)
+    assert torch.equal(visual_codes(seq["idx"], text_len, F_, h, w), codes)
+    # text left-padded, then frames in temporal order, row-major inside a frame
+    n_pad = text_len - len(text)
+    assert (seq["idx"][:n_pad] == PAD).all() and (seq["frame"][:n_pad] == PAD_FRAME).all()
+    assert seq["idx"][n_pad:text_len].tolist() == text
+    assert (seq["frame"][n_pad:text_len] == TEXT_FRAME).all()
+    f, r, c = np.unravel_index(np.arange(F_ * h * w), (F_, h, w))
+    assert seq["frame"][text_len:].tolist() == f.tolist()
+    assert seq["row"][text_len:].tolist() == r.tolist()
+    assert seq["col"][text_len:].tolist() == c.tolist()
+    assert (seq["idx"][text_len:] >= VISUAL_OFFSET).all()
+
+
+def test_unconditional_layout_has_no_text():
+    seq = layout(None, 2, 2, 2, text_len=5)
+    assert (seq["idx"][:5] == PAD).all() and (seq["frame"][:5] == PAD_FRAME).all()
+    assert (seq["idx"][5:] == MASK).all()
+    assert not (seq["frame"] == TEXT_FRAME).any()
+
+
+# --- FSQ ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("levels", [(8, 5, 5, 5), (8, 8, 8, 5, 5, 5), (2, 3, 4)])
+def test_fsq_index_code_bijection(levels):
+    fsq = FSQ(levels)
+    assert fsq.codebook_size == int(np.prod(levels))
+    idx = torch.arange(fsq.codebook_size)
+    codes = fsq.indices_to_codes(idx)
+    assert torch.equal(fsq.codes_to_indices(codes), idx)
+    assert len(torch.unique(codes, dim=0)) == fsq.codebook_size  # distinct codes
+    assert codes.min() >= -1 and codes.max() <= 1
+    # every quantised output is a valid code, and the levels are all reachable
+    out = fsq(torch.randn(20000, len(levels)) * 3)
+    assert torch.equal(fsq.indices_to_codes(fsq.codes_to_indices(out)), out)
+    for i, L in enumerate(levels):
+        assert len(torch.unique(out[:, i])) == L
+
+
+def test_fsq_straight_through_gradient():
+    fsq = FSQ((8, 5, 5, 5))
+    z = (torch.randn(64, 4) * 0.5).requires_grad_()
+    upstream = torch.randn(64, 4)
+    (fsq(z) * upstream).sum().backward()
+    # rounding is skipped in the backward pass: same gradient as the unrounded, bounded latent
+    z2 = z.detach().clone().requires_grad_()
+    ((fsq.bound(z2) / (fsq.L // 2)) * upstream).sum().backward()
+    assert (z.grad != 0).all()
+    assert torch.allclose(z.grad, z2.grad)
+
+
+# --- video tokenizer ----------------------------------------------------------------------------
+
+def tiny_tokenizer(compression=(4, 4, 4), seed=0):
+    """An untrained, randomised tokenizer: weights scaled up so codes vary across the codebook."""
+    torch.manual_seed(seed)
+    n_levels = {4: 2, 8: 3}[compression[1]]
+    model = VideoTokenizer(TokenizerConfig(levels=(8, 5, 5, 5), compression=compression,
+                                           channels=(8,) * n_levels))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.3)
+    return model.eval()
+
+
+def random_video(T, H=16, W=16, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (T, H, W, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("compression", [(4, 4, 4), (2, 8, 8)])
+def test_encoder_is_causal_in_time(compression):
+    model = tiny_tokenizer(compression)
+    s_t, s_h, s_w = compression
+    video = random_video(1 + 3 * s_t)
+    full = model.encode(video)
+    assert full.shape == (4, 16 // s_h, 16 // s_w)
+    assert len(torch.unique(full)) > full.numel() // 4  # a meaningful test: codes vary
+    for k in range(3):
+        prefix = model.encode(video[:1 + k * s_t])
+        assert torch.equal(prefix, full[:1 + k])
+        # changing every frame after the prefix leaves the prefix's codes alone
+        other = video.copy()
+        other[1 + k * s_t:] = random_video(len(video) - 1 - k * s_t, seed=k + 1)
+        assert torch.equal(model.encode(other)[:1 + k], full[:1 + k])
+
+
+def test_image_is_a_one_frame_video():
+    model = tiny_tokenizer()
+    video = random_video(9)
+    image_codes = model.encode(video[:1])
+    assert image_codes.shape == (1, 4, 4)
+    assert torch.equal(image_codes[0], model.encode(video)[0])
+    assert model.decode(image_codes).shape == (1, 16, 16, 3)
+
+
+def test_encode_decode_shapes_batched_and_tensor_input():
+    model = tiny_tokenizer()
+    assert model.compression == (4, 4, 4) and model.codebook_size == 1000
+    batch = np.stack([random_video(5, seed=s) for s in range(2)])
+    codes = model.encode(torch.from_numpy(batch))
+    assert codes.shape == (2, 2, 4, 4) and codes.dtype == torch.long
+    assert torch.equal(codes[1], model.encode(batch[1]))
+    video = model.decode(codes)
+    assert video.shape == (2, 5, 16, 16, 3) and video.dtype == torch.uint8
+    assert torch.equal(model.decode(codes[0]), video[0])
+
+
+@pytest.mark.parametrize("video, message", [
+    (np.zeros((8, 16, 16, 3), np.uint8), "1 \\+ k\\*4 frames"),
+    (np.zeros((5, 18, 16, 3), np.uint8), "multiple of 4"),
+    (np.zeros((5, 16, 16, 3), np.float32), "uint8"),
+    (np.zeros((5, 16, 16, 4), np.uint8), "RGB"),
+])
+def test_bad_input_is_a_clear_value_error(video, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_tokenizer().encode(video)
+
+
+def test_decode_rejects_codes_out_of_range():
+    with pytest.raises(ValueError, match="codes must lie in"):
+        tiny_tokenizer().decode(torch.full((1, 4, 4), 1000))
+
+
+def test_save_load_round_trip(tmp_path):
+    model = tiny_tokenizer()
+    path = str(tmp_path / "tok.pt")
+    save_tokenizer(model, path, stats=dict(psnr_video=12.5))
+    loaded = load_tokenizer(path)
+    video = random_video(9)
+    assert torch.equal(loaded.encode(video), model.encode(video))
+    assert loaded.stats["psnr_video"] == 12.5 and loaded.compression == model.compression
+    assert not (tmp_path / "tok.pt.tmp").exists()
+
+
+def test_missing_or_corrupt_checkpoint_says_how_to_train(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python tokenizer.py"):
+        load_tokenizer(str(tmp_path / "nope.pt"))
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match="python tokenizer.py"):
+        load_tokenizer(str(bad))

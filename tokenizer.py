@@ -1,0 +1,507 @@
+"""
+Tokenizers: how text and video become one token sequence (Lumos-1, sec. 3.1).
+
+Two halves:
+- the text and sequence layout: byte-level text, special tokens, visual codes, and the
+  per-token frame/row/column ids that MM-RoPE (rope.py) and the frame-causal mask (masking.py)
+  read;
+- the video tokenizer: a causal 3D convolutional autoencoder with FSQ, our stand-in for the
+  official frozen Cosmos DV4x8x8 (same contract: the first frame is encoded alone, so an image
+  is a 1-frame video; its compression factors are MM-RoPE's scales).
+"""
+import torch
+
+# -----------------------------------------------------------------------------
+# Vocabulary: [ UTF-8 bytes | specials | visual codes ], defined here and nowhere else.
+# The LM's output head covers only the visual codes: no text loss (sec. 3.1).
+
+N_TEXT = 256                                  # byte-level text: no learned text tokenizer needed
+PAD, BOS, EOT, MASK = 256, 257, 258, 259      # MASK is the AR-DF mask token (sec. 3.3)
+VISUAL_OFFSET = 260                           # visual code c is token VISUAL_OFFSET + c
+
+# frame ids read by masking.py: visual tokens of frame f have f >= 0
+TEXT_FRAME = -1   # text and special tokens
+PAD_FRAME = -2    # padding: never attended to, never in the loss
+
+TEMPLATES = {
+    # the official conditioning text (METHOD.md sec. 2)
+    "official": ("Generate a video with a resolution of {width}x{height}, consisting of {frames} "
+                 "frames at {fps} frames per second, according to the following prompt: {caption}"),
+    # same conditioning, fewer bytes: the tiny presets spend their compute on video, not boilerplate
+    "short": "{width}x{height} {frames}f {fps}fps: {caption}",
+}
+
+
+def vocab_size(codebook_size):
+    """Total vocabulary: bytes + specials + visual codes."""
+    return VISUAL_OFFSET + codebook_size
+
+
+def format_prompt(caption, width, height, frames, fps, template="short"):
+    """The conditioning text: resolution, frame count and fps, then the caption."""
+    if template not in TEMPLATES:
+        raise ValueError(f"unknown prompt template {template!r}; choose one of {sorted(TEMPLATES)}")
+    return TEMPLATES[template].format(width=width, height=height, frames=frames, fps=fps,
+                                      caption=caption)
+
+
+def encode_text(text):
+    """BOS + UTF-8 bytes + EOT, as a list of token ids."""
+    return [BOS] + list(text.encode("utf-8")) + [EOT]
+
+
+def decode_text(ids):
+    """Inverse of encode_text (specials and padding dropped)."""
+    return bytes(i for i in ids if i < N_TEXT).decode("utf-8", errors="replace")
+
+
+def layout(text_ids, num_frames, h, w, text_len):
+    """
+    The fixed layout of one sample: text_len text slots (left-padded), then num_frames frames of
+    h*w visual tokens in row-major order. Left padding puts the video at the same column in every
+    row of a batch (static shapes, one KV-cache layout for cond and uncond rows).
+
+    text_ids: list of ints, or None for the unconditional sample (text dropped, sec. 3.3 CFG).
+    Returns dict of LongTensors [L]: idx (text ids, PAD, and MASK at visual slots), frame, row, col.
+    """
+    n_text = 0 if text_ids is None else len(text_ids)
+    if n_text > text_len:
+        raise ValueError(f"prompt is {n_text} tokens but the text budget is {text_len}: "
+                         f"shorten the prompt or raise text_len")
+    n_vis = num_frames * h * w
+    L = text_len + n_vis
+    idx = torch.full((L,), PAD, dtype=torch.long)
+    frame = torch.full((L,), PAD_FRAME, dtype=torch.long)
+    if n_text:
+        idx[text_len - n_text:text_len] = torch.tensor(text_ids, dtype=torch.long)
+        frame[text_len - n_text:text_len] = TEXT_FRAME
+    idx[text_len:] = MASK
+    f, r, c = torch.meshgrid(torch.arange(num_frames), torch.arange(h), torch.arange(w),
+                             indexing="ij")
+    frame[text_len:] = f.flatten()
+    row = torch.zeros(L, dtype=torch.long)
+    col = torch.zeros(L, dtype=torch.long)
+    row[text_len:] = r.flatten()
+    col[text_len:] = c.flatten()
+    return dict(idx=idx, frame=frame, row=row, col=col)
+
+
+def build_sequence(text_ids, codes, text_len):
+    """
+    One training/sampling sequence: layout() with the visual slots filled by `codes` [F, h, w]
+    (visual code indices, not token ids). Returns the layout dict.
+    """
+    F, h, w = codes.shape
+    seq = layout(text_ids, F, h, w, text_len)
+    seq["idx"][text_len:] = codes.flatten().long() + VISUAL_OFFSET
+    return seq
+
+
+def visual_codes(seq_idx, text_len, num_frames, h, w):
+    """Inverse of build_sequence for the video part: token ids [..., L] -> codes [..., F, h, w]."""
+    codes = seq_idx[..., text_len:] - VISUAL_OFFSET
+    return codes.reshape(*codes.shape[:-1], num_frames, h, w)
+
+
+def collate(seqs):
+    """Stack layout dicts of equal length into a batch: dict of [B, L] tensors."""
+    return {k: torch.stack([s[k] for s in seqs]) for k in seqs[0]}
+
+
+# -----------------------------------------------------------------------------
+# Video tokenizer: causal 3D conv autoencoder + FSQ
+#
+# Official Lumos-1 uses the frozen Cosmos DV4x8x8 tokenizer (METHOD.md sec. 7); we train our own
+# with the same contract. Every temporal operation is causal (pads or groups on the past side
+# only), so latent frame j depends on pixel frames <= s_t*j: the first frame is encoded alone and
+# an image is a 1-frame video.
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+
+
+class FSQ(nn.Module):
+    """
+    Finite scalar quantisation (Mentzer et al. 2023): each latent channel is bounded to
+    `levels[i]` values and rounded; no codebook to learn, so no codebook collapse. Code vectors
+    lie in [-1, 1]; their index is the mixed-radix number of the per-channel digits.
+    """
+
+    def __init__(self, levels):
+        super().__init__()
+        self.levels = tuple(levels)
+        L = torch.tensor(self.levels, dtype=torch.float32)
+        self.register_buffer("L", L, persistent=False)
+        # digit i has weight prod(levels[:i])
+        basis = torch.cumprod(torch.tensor((1,) + self.levels[:-1]), 0)
+        self.register_buffer("basis", basis, persistent=False)
+        self.codebook_size = math.prod(self.levels)
+
+    def bound(self, z):
+        """Squash z into (-L/2, L/2); even L gets a half-step offset so it rounds to L values."""
+        half = (self.L - 1) * (1 + 1e-3) / 2
+        offset = (self.L % 2 == 0) * 0.5
+        shift = torch.atanh(offset / half)
+        return torch.tanh(z + shift) * half - offset
+
+    def forward(self, z):
+        """z [..., d] -> quantised codes [..., d] in [-1, 1]; straight-through gradient."""
+        zb = self.bound(z)
+        zq = zb + (zb.round() - zb).detach()
+        return zq / (self.L // 2)
+
+    def codes_to_indices(self, codes):
+        """Quantised codes [..., d] -> code indices [...] in [0, codebook_size)."""
+        digits = (codes * (self.L // 2) + self.L // 2).round().long()
+        return (digits * self.basis).sum(-1)
+
+    def indices_to_codes(self, indices):
+        """Inverse of codes_to_indices: indices [...] -> codes [..., d]."""
+        digits = (indices.unsqueeze(-1) // self.basis) % self.L.long()
+        return (digits - self.L // 2) / (self.L // 2)
+
+
+@dataclass
+class TokenizerConfig:
+    levels: tuple = (8, 5, 5, 5)       # FSQ levels: 1000 codes (official Cosmos: (8,8,8,5,5,5))
+    compression: tuple = (4, 4, 4)     # (s_t, s_h, s_w): MM-RoPE's scales (official: (4, 8, 8))
+    channels: tuple = (48, 96)         # width per stage; each stage after the first halves h, w
+    res_blocks: int = 1                # residual blocks per stage
+    temporal_kernel: int = 1           # causal kernel over latent frames in the last stage
+
+
+class CausalConv3d(nn.Conv3d):
+    """3D convolution padded in time on the past side only (first frame repeated)."""
+
+    def __init__(self, c_in, c_out, kernel=(3, 3, 3)):
+        super().__init__(c_in, c_out, kernel, padding=(0, kernel[1] // 2, kernel[2] // 2))
+
+    def forward(self, x):                                   # (B, C, T, H, W)
+        pad = self.kernel_size[0] - 1
+        if pad == 0:  # per-frame: a 2D convolution over (B*T) frames is faster on CPU
+            y = F.conv2d(rearrange(x, "b c t h w -> (b t) c h w"), self.weight[:, :, 0],
+                         self.bias, padding=self.padding[1:])
+            return rearrange(y, "(b t) c h w -> b c t h w", b=x.shape[0])
+        x = torch.cat([x[:, :, :1].expand(-1, -1, pad, -1, -1), x], dim=2)
+        return super().forward(x)
+
+
+class ResBlock(nn.Module):
+    """x + conv(silu(conv(silu(x)))); the last conv starts at zero so each block starts as identity."""
+
+    def __init__(self, c, kernel):
+        super().__init__()
+        self.conv1 = CausalConv3d(c, c, kernel)
+        self.conv2 = CausalConv3d(c, c, kernel)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x):
+        return x + self.conv2(F.silu(self.conv1(F.silu(x))))
+
+
+def space_to_depth(x, s):
+    return rearrange(x, "b c t (h p) (w q) -> b (c p q) t h w", p=s, q=s)
+
+
+def depth_to_space(x, s):
+    return rearrange(x, "b (c p q) t h w -> b c t (h p) (w q)", p=s, q=s)
+
+
+def time_to_depth(x, s):
+    """(B, C, 1 + k*s, H, W) -> (B, C*s, 1 + k, H, W): frame 0 alone (repeated s times), then
+    groups of s frames. Latent frame j sees pixel frames <= s*j only."""
+    x = torch.cat([x[:, :, :1].expand(-1, -1, s - 1, -1, -1), x], dim=2)
+    return rearrange(x, "b c (t s) h w -> b (c s) t h w", s=s)
+
+
+def depth_to_time(x, s):
+    """Inverse of time_to_depth: (B, C*s, 1 + k, H, W) -> (B, C, 1 + k*s, H, W)."""
+    return rearrange(x, "b (c s) t h w -> b c (t s) h w", s=s)[:, :, s - 1:]
+
+
+def stage(c, n, kt):
+    return nn.Sequential(*[ResBlock(c, (kt, 3, 3)) for _ in range(n)])
+
+
+class Encoder(nn.Module):
+    """
+    Pixels (B, 3, T, H, W) -> latents (B, d, F, h, w). Time and space are folded into channels
+    first (lossless), so every convolution runs on latent frames at 1/p of the resolution: cheap
+    enough to train on a CPU. Then one stage per width, halving the resolution between stages.
+    """
+
+    def __init__(self, cfg):
+        super().__init__()
+        c, n = cfg.channels, cfg.res_blocks
+        self.s_t, self.patch = cfg.compression[0], cfg.compression[1] // 2 ** (len(c) - 1)
+        self.stem = CausalConv3d(3 * self.s_t * self.patch ** 2, c[0], (1, 3, 3))
+        kts = [1] * (len(c) - 1) + [cfg.temporal_kernel]   # mix latent frames at the end only
+        self.stages = nn.ModuleList(stage(ci, n, kt) for ci, kt in zip(c, kts))
+        self.downs = nn.ModuleList(CausalConv3d(4 * ci, co, (1, 1, 1)) for ci, co in zip(c, c[1:]))
+        self.out = CausalConv3d(c[-1], len(cfg.levels), (1, 1, 1))
+
+    def forward(self, x):
+        x = space_to_depth(time_to_depth(x, self.s_t), self.patch)   # (B, 3*s_t*p*p, F, H/p, W/p)
+        x = self.stem(x)
+        for i, stage_ in enumerate(self.stages):
+            x = stage_(x)
+            if i < len(self.downs):
+                x = self.downs[i](space_to_depth(x, 2))     # (B, c_{i+1}, F, H', W')
+        return self.out(F.silu(x))                          # (B, d, F, h, w)
+
+
+class Decoder(nn.Module):
+    """Mirror of the Encoder: latents (B, d, F, h, w) -> pixels (B, 3, T, H, W)."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        c, n = cfg.channels[::-1], cfg.res_blocks
+        self.s_t, self.patch = cfg.compression[0], cfg.compression[1] // 2 ** (len(c) - 1)
+        self.inp = CausalConv3d(len(cfg.levels), c[0], (1, 1, 1))
+        kts = [cfg.temporal_kernel] + [1] * (len(c) - 1)
+        self.stages = nn.ModuleList(stage(ci, n, kt) for ci, kt in zip(c, kts))
+        self.ups = nn.ModuleList(CausalConv3d(ci, 4 * co, (1, 1, 1)) for ci, co in zip(c, c[1:]))
+        self.out = CausalConv3d(c[-1], 3 * self.s_t * self.patch ** 2, (1, 3, 3))
+
+    def forward(self, z):
+        x = self.inp(z)                                     # (B, c, F, h, w)
+        for i, stage_ in enumerate(self.stages):
+            x = stage_(x)
+            if i < len(self.ups):
+                x = depth_to_space(self.ups[i](x), 2)       # (B, c_{i+1}, F, 2h, 2w)
+        x = depth_to_space(self.out(F.silu(x)), self.patch)  # (B, 3*s_t, F, H, W)
+        return depth_to_time(x, self.s_t)                   # (B, 3, T, H, W)
+
+
+class VideoTokenizer(nn.Module):
+    """
+    Causal video autoencoder with an FSQ bottleneck. uint8 video [T, H, W, 3] with
+    T = 1 + k*s_t -> codes [1 + k, H/s_h, W/s_w] in [0, codebook_size), and back.
+    """
+
+    def __init__(self, cfg=TokenizerConfig()):
+        super().__init__()
+        s_h, s_w = cfg.compression[1:]
+        if s_h != s_w or s_h % 2 ** (len(cfg.channels) - 1):
+            raise ValueError(f"compression {cfg.compression}: need s_h == s_w, a multiple of "
+                             f"2**(len(channels) - 1) (channels={cfg.channels})")
+        self.cfg = cfg
+        self.compression = tuple(cfg.compression)
+        self.encoder, self.decoder = Encoder(cfg), Decoder(cfg)
+        self.fsq = FSQ(cfg.levels)
+        self.codebook_size = self.fsq.codebook_size
+
+    @property
+    def device(self):
+        return next(self.parameters()).device
+
+    def forward(self, x):
+        """Training pass: pixels (B, 3, T, H, W) in [-1, 1] -> reconstruction, same shape."""
+        z = rearrange(self.encoder(x), "b d t h w -> b t h w d")
+        return self.decoder(rearrange(self.fsq(z), "b t h w d -> b d t h w"))
+
+    def check_video(self, video):
+        """Shape/dtype checks with one message saying what to change."""
+        if video.dtype not in (np.uint8, torch.uint8):
+            raise ValueError(f"video must be uint8 RGB in [0, 255], got dtype {video.dtype}; "
+                             f"convert e.g. with (x * 255).round().astype(np.uint8)")
+        if video.ndim not in (4, 5) or video.shape[-1] != 3:
+            raise ValueError(f"video must be [T, H, W, 3] or [B, T, H, W, 3] RGB, got shape "
+                             f"{tuple(video.shape)}")
+        (s_t, s_h, s_w), (T, H, W) = self.compression, video.shape[-4:-1]
+        if (T - 1) % s_t:
+            raise ValueError(f"{T} frames: the tokenizer needs 1 + k*{s_t} frames "
+                             f"(1, {1 + s_t}, {1 + 2 * s_t}, ...); trim or pad the clip")
+        if H % s_h or W % s_w:
+            raise ValueError(f"frame size {H}x{W}: height must be a multiple of {s_h} and width "
+                             f"of {s_w}; resize or crop the frames")
+
+    @torch.no_grad()
+    def encode(self, video):
+        """uint8 video [T, H, W, 3] or [B, T, H, W, 3] (numpy or tensor) -> LongTensor codes
+        [F, h, w] or [B, F, h, w] with F = 1 + (T - 1) / s_t."""
+        self.check_video(video)
+        x = video if torch.is_tensor(video) else torch.from_numpy(np.array(video))  # copy: may be read-only
+        x = x.to(self.device)
+        x = x[None] if x.ndim == 4 else x
+        x = rearrange(x, "b t h w c -> b c t h w").float() / 127.5 - 1
+        z = self.fsq(rearrange(self.encoder(x), "b d t h w -> b t h w d"))
+        codes = self.fsq.codes_to_indices(z)                # (B, F, h, w)
+        return codes[0] if video.ndim == 4 else codes
+
+    @torch.no_grad()
+    def decode(self, codes):
+        """Codes [F, h, w] or [B, F, h, w] -> uint8 video [T, H, W, 3] or [B, T, H, W, 3]."""
+        codes = torch.as_tensor(codes, device=self.device).long()
+        if codes.ndim not in (3, 4):
+            raise ValueError(f"codes must be [F, h, w] or [B, F, h, w], got {tuple(codes.shape)}")
+        if codes.min() < 0 or codes.max() >= self.codebook_size:
+            raise ValueError(f"codes must lie in [0, {self.codebook_size})")
+        z = self.fsq.indices_to_codes(codes if codes.ndim == 4 else codes[None])
+        x = self.decoder(rearrange(z, "b t h w d -> b d t h w"))
+        video = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        video = rearrange(video, "b c t h w -> b t h w c")  # (B, T, H, W, 3)
+        return video if codes.ndim == 4 else video[0]
+
+
+def save_tokenizer(model, path, stats=None):
+    """Write the weights, the config and training stats; atomic (temp file, then rename)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    ckpt = dict(config=asdict(model.cfg), model=model.state_dict(), stats=stats or {})
+    torch.save(ckpt, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def load_tokenizer(path, device="cpu"):
+    """Load a tokenizer saved by save_tokenizer, in eval mode on `device`."""
+    hint = "train one with `python tokenizer.py` (or `python data/prepare.py`, which trains it first)"
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no video tokenizer at {path}: {hint}")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        model = VideoTokenizer(TokenizerConfig(**ckpt["config"]))
+        model.load_state_dict(ckpt["model"])
+    except Exception as e:  # any unreadable or mismatched file: one message, not a traceback
+        raise RuntimeError(f"could not load the video tokenizer {path} ({type(e).__name__}: "
+                           f"{str(e)[:200]}); delete it and {hint}") from None
+    model.stats = ckpt["stats"]
+    return model.to(device).eval()
+
+
+# -----------------------------------------------------------------------------
+# Training on the built-in shapes data: python tokenizer.py [config/x.py] [--key=value ...]
+
+TRAIN_DEFAULTS = dict(
+    out_dir="out",                # writes {out_dir}/tokenizer.pt and a reconstruction GIF/PNG
+    height=32, width=32, frames=9,
+    levels=(8, 5, 5, 5), compression=(4, 4, 4), channels=(64, 128), res_blocks=1,
+    n_videos=2000, n_images=2000,  # training pool, drawn once from the train split
+    batch_size=16,                # videos per step, plus as many images
+    max_iters=1500, lr=2e-3, warmup_iters=100, min_lr=1e-4, l1_weight=0.1,
+    n_val=128,                    # validation clips (and as many images) for PSNR and usage
+    seed=0, device="cpu", log_interval=100,
+)
+
+
+def make_pool(split, kind, n, height, width, frames, first_seed=0):
+    """n shapes samples as one uint8 tensor [n, T, H, W, 3] (T = 1 for images)."""
+    from data.shapes import make_sample
+    clips = [make_sample(seed, split=split, height=height, width=width, frames=frames,
+                         kind=kind)["video"] for seed in range(first_seed, first_seed + n)]
+    return torch.from_numpy(np.stack(clips))
+
+
+def to_model_input(clips):
+    """uint8 [B, T, H, W, 3] -> float (B, 3, T, H, W) in [-1, 1]."""
+    return rearrange(clips, "b t h w c -> b c t h w").float() / 127.5 - 1
+
+
+def learning_rate(it, cfg):
+    """Linear warmup, then cosine decay to min_lr."""
+    if it < cfg["warmup_iters"]:
+        return cfg["lr"] * (it + 1) / cfg["warmup_iters"]
+    progress = (it - cfg["warmup_iters"]) / max(1, cfg["max_iters"] - cfg["warmup_iters"])
+    return cfg["min_lr"] + 0.5 * (cfg["lr"] - cfg["min_lr"]) * (1 + math.cos(math.pi * progress))
+
+
+def reconstruction_loss(model, clips, l1_weight):
+    """MSE (what PSNR measures) plus a little L1, which keeps flat colours and edges crisp."""
+    x = to_model_input(clips)
+    err = model(x) - x
+    return err.square().mean() + l1_weight * err.abs().mean()
+
+
+@torch.no_grad()
+def evaluate(model, videos, images, batch_size=64):
+    """PSNR (dB, mean over clips) of videos and images, codebook usage and perplexity."""
+    stats, counts = {}, torch.zeros(model.codebook_size)
+    for kind, clips in (("video", videos), ("image", images)):
+        psnr = []
+        for i in range(0, len(clips), batch_size):
+            batch = clips[i:i + batch_size]
+            codes = model.encode(batch)
+            counts += torch.bincount(codes.flatten().cpu(), minlength=model.codebook_size)
+            err = model.decode(codes).float() - batch.float()
+            psnr.append(10 * torch.log10(255 ** 2 / err.square().mean((1, 2, 3, 4))))
+        stats[f"psnr_{kind}"] = torch.cat(psnr).mean().item()
+    p = counts / counts.sum()
+    stats["code_usage"] = (counts > 0).float().mean().item()
+    stats["perplexity"] = torch.exp(-(p[p > 0] * p[p > 0].log()).sum()).item()
+    return stats
+
+
+def save_comparison(model, clips, out_dir, scale=4):
+    """originals | reconstructions, one clip a row: an animated GIF and a PNG of all frames."""
+    from PIL import Image
+    recon = model.decode(model.encode(clips)).cpu()
+    pair = torch.cat([clips, recon], dim=3)                 # (B, T, H, 2W, 3)
+    frames = rearrange(pair, "b t h w c -> t (b h) w c").numpy()
+    big = [Image.fromarray(f).resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST)
+           for f in frames]
+    big[0].save(os.path.join(out_dir, "tokenizer_recon.gif"), save_all=True,
+                append_images=big[1:], duration=250, loop=0)
+    strip = rearrange(pair, "b t h (two w) c -> (b two h) (t w) c", two=2).numpy()
+    Image.fromarray(strip).resize((strip.shape[1] * scale, strip.shape[0] * scale),
+                                  Image.NEAREST).save(os.path.join(out_dir, "tokenizer_recon.png"))
+
+
+def train_tokenizer(cfg, path=None):
+    """Train a VideoTokenizer on shapes videos and images; save it to `path`
+    (default {out_dir}/tokenizer.pt) and return it."""
+    from tqdm import tqdm
+    path = path or os.path.join(cfg["out_dir"], "tokenizer.pt")
+    t0 = time.time()
+    torch.manual_seed(cfg["seed"])
+    shape = (cfg["height"], cfg["width"], cfg["frames"])
+    videos = make_pool("train", "video", cfg["n_videos"], *shape)
+    images = make_pool("train", "image", cfg["n_images"], *shape)
+    model = VideoTokenizer(TokenizerConfig(cfg["levels"], cfg["compression"], cfg["channels"],
+                                           cfg["res_blocks"])).to(cfg["device"])
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    bar = tqdm(range(cfg["max_iters"]), desc="tokenizer", dynamic_ncols=True)
+    for it in bar:
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(it, cfg)
+        # joint image/video training (sec. 3.1): an image is a 1-frame video; random h-flips
+        v = videos[torch.randint(len(videos), (cfg["batch_size"],))].to(cfg["device"])
+        i = images[torch.randint(len(images), (cfg["batch_size"],))].to(cfg["device"])
+        if torch.rand(()) < 0.5:
+            v, i = v.flip(3), i.flip(3)
+        loss = (reconstruction_loss(model, v, cfg["l1_weight"])
+                + reconstruction_loss(model, i, cfg["l1_weight"]))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if it % cfg["log_interval"] == 0 or it == cfg["max_iters"] - 1:
+            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{group['lr']:.1e}")
+    train_time = time.time() - t0
+    model.eval()
+    val_videos = make_pool("val", "video", cfg["n_val"], *shape).to(cfg["device"])
+    val_images = make_pool("val", "image", cfg["n_val"], *shape).to(cfg["device"])
+    stats = dict(evaluate(model, val_videos, val_images), train_seconds=train_time,
+                 iters=cfg["max_iters"], train_config=dict(cfg))
+    save_tokenizer(model, path, stats)
+    model.stats = stats
+    save_comparison(model, val_videos[:8], cfg["out_dir"])
+    return model
+
+
+if __name__ == "__main__":
+    from configurator import configure, print_config
+    config = configure(TRAIN_DEFAULTS)
+    print("video tokenizer, resolved config:")
+    print_config(config)
+    tokenizer = train_tokenizer(config)
+    s = tokenizer.stats
+    print(f"validation PSNR: videos {s['psnr_video']:.2f} dB, images {s['psnr_image']:.2f} dB")
+    print(f"codebook usage: {100 * s['code_usage']:.1f}% of {tokenizer.codebook_size} codes, "
+          f"perplexity {s['perplexity']:.0f}")
+    print(f"trained in {s['train_seconds']:.0f} s; wrote {config['out_dir']}/tokenizer.pt and "
+          f"{config['out_dir']}/tokenizer_recon.gif")
