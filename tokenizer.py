@@ -328,7 +328,8 @@ class VideoTokenizer(nn.Module):
         """uint8 video [T, H, W, 3] or [B, T, H, W, 3] (numpy or tensor) -> LongTensor codes
         [F, h, w] or [B, F, h, w] with F = 1 + (T - 1) / s_t."""
         self.check_video(video)
-        x = video if torch.is_tensor(video) else torch.from_numpy(np.array(video))  # copy: may be read-only
+        # numpy input is copied: it may be read-only (a memmap, a PIL buffer)
+        x = video if torch.is_tensor(video) else torch.from_numpy(np.array(video))
         x = x.to(self.device)
         x = x[None] if x.ndim == 4 else x
         x = rearrange(x, "b t h w c -> b c t h w").float() / 127.5 - 1
@@ -379,22 +380,23 @@ def load_tokenizer(path, device="cpu"):
 # Training on the built-in shapes data: python tokenizer.py [config/x.py] [--key=value ...]
 
 TRAIN_DEFAULTS = dict(
-    out_dir="out",                # writes {out_dir}/tokenizer.pt and a reconstruction GIF/PNG
+    out_dir="out",                # writes {out_dir}/tokenizer.pt and tokenizer_recon.gif/.png
     height=32, width=32, frames=9,
-    levels=(8, 5, 5, 5), compression=(4, 4, 4), channels=(64, 128), res_blocks=1,
+    levels=(8, 5, 5, 5), compression=(4, 4, 4), channels=(48, 96), res_blocks=1,
+    temporal_kernel=1,
     n_videos=2000, n_images=2000,  # training pool, drawn once from the train split
-    batch_size=16,                # videos per step, plus as many images
-    max_iters=1500, lr=2e-3, warmup_iters=100, min_lr=1e-4, l1_weight=0.1,
+    batch_size=8,                 # videos per step, plus as many images
+    max_iters=3000, lr=5e-3, warmup_iters=100, min_lr=2.5e-4, l1_weight=0.1, grad_clip=1.0,
     n_val=128,                    # validation clips (and as many images) for PSNR and usage
-    seed=0, device="cpu", log_interval=100,
+    seed=0, device="cpu", log_interval=50,
 )
 
 
-def make_pool(split, kind, n, height, width, frames, first_seed=0):
-    """n shapes samples as one uint8 tensor [n, T, H, W, 3] (T = 1 for images)."""
+def make_pool(split, kind, n, height, width, frames):
+    """Shapes samples 0..n-1 of a split as one uint8 tensor [n, T, H, W, 3] (T = 1 for images)."""
     from data.shapes import make_sample
     clips = [make_sample(seed, split=split, height=height, width=width, frames=frames,
-                         kind=kind)["video"] for seed in range(first_seed, first_seed + n)]
+                         kind=kind)["video"] for seed in range(n)]
     return torch.from_numpy(np.stack(clips))
 
 
@@ -441,7 +443,7 @@ def save_comparison(model, clips, out_dir, scale=4):
     """originals | reconstructions, one clip a row: an animated GIF and a PNG of all frames."""
     from PIL import Image
     recon = model.decode(model.encode(clips)).cpu()
-    pair = torch.cat([clips, recon], dim=3)                 # (B, T, H, 2W, 3)
+    pair = torch.cat([clips.cpu(), recon], dim=3)           # (B, T, H, 2W, 3)
     frames = rearrange(pair, "b t h w c -> t (b h) w c").numpy()
     big = [Image.fromarray(f).resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST)
            for f in frames]
@@ -459,11 +461,12 @@ def train_tokenizer(cfg, path=None):
     path = path or os.path.join(cfg["out_dir"], "tokenizer.pt")
     t0 = time.time()
     torch.manual_seed(cfg["seed"])
+    torch.set_flush_denormal(True)  # denormal floats are slow on CPUs; zero is as good here
     shape = (cfg["height"], cfg["width"], cfg["frames"])
     videos = make_pool("train", "video", cfg["n_videos"], *shape)
     images = make_pool("train", "image", cfg["n_images"], *shape)
-    model = VideoTokenizer(TokenizerConfig(cfg["levels"], cfg["compression"], cfg["channels"],
-                                           cfg["res_blocks"])).to(cfg["device"])
+    arch = {f: cfg[f] for f in TokenizerConfig.__dataclass_fields__}
+    model = VideoTokenizer(TokenizerConfig(**arch)).to(cfg["device"])
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     bar = tqdm(range(cfg["max_iters"]), desc="tokenizer", dynamic_ncols=True)
     for it in bar:
@@ -478,9 +481,11 @@ def train_tokenizer(cfg, path=None):
                 + reconstruction_loss(model, i, cfg["l1_weight"]))
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
         opt.step()
         if it % cfg["log_interval"] == 0 or it == cfg["max_iters"] - 1:
-            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{group['lr']:.1e}")
+            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{group['lr']:.1e}",
+                            grad_norm=f"{grad_norm:.2f}")
     train_time = time.time() - t0
     model.eval()
     val_videos = make_pool("val", "video", cfg["n_val"], *shape).to(cfg["device"])
@@ -489,6 +494,7 @@ def train_tokenizer(cfg, path=None):
                  iters=cfg["max_iters"], train_config=dict(cfg))
     save_tokenizer(model, path, stats)
     model.stats = stats
+    os.makedirs(cfg["out_dir"], exist_ok=True)
     save_comparison(model, val_videos[:8], cfg["out_dir"])
     return model
 

@@ -1,6 +1,6 @@
 """
-Encode a dataset into token shards once, so training reads codes instead of running the video
-tokenizer every step (the official recipe also pre-tokenizes with the frozen Cosmos tokenizer).
+Encode a dataset into token shards once: the video tokenizer is frozen while the LM trains
+(METHOD.md sec. 7), so training reads codes instead of running the tokenizer every step.
 
     python data/prepare.py                                      # built-in shapes data
     python data/prepare.py --folder=path/to/clips --out=data/shards/mine --fps=8
@@ -269,7 +269,7 @@ def prepare_folder(folder, **overrides):
         try:
             clip = read_image(path, H, W) if kind == "image" else read_video(path, H, W, T,
                                                                              cfg["fps"])
-        except ImportError:
+        except ImportError:  # a missing dependency is not a bad file: stop and say what to install
             raise
         except Exception as e:  # one bad file must not stop the ingestion of the others
             tqdm.write(f"warning: skipping unreadable {name}: {type(e).__name__}: {e}")

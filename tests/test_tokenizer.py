@@ -76,14 +76,14 @@ def test_fsq_straight_through_gradient():
 # --- video tokenizer ----------------------------------------------------------------------------
 
 def tiny_tokenizer(compression=(4, 4, 4), seed=0):
-    """An untrained, randomised tokenizer: weights scaled up so codes vary across the codebook."""
+    """An untrained tokenizer with random weights at a gain where codes spread over the codebook
+    (the default init starts residual branches at zero, which would give one code everywhere)."""
     torch.manual_seed(seed)
-    n_levels = {4: 2, 8: 3}[compression[1]]
     model = VideoTokenizer(TokenizerConfig(levels=(8, 5, 5, 5), compression=compression,
-                                           channels=(8,) * n_levels))
+                                           channels=(8, 8), temporal_kernel=2))
     with torch.no_grad():
         for p in model.parameters():
-            p.normal_(0, 0.3)
+            p.normal_(0, 1.5 / p[0].numel() ** 0.5 if p.ndim > 1 else 0.1)
     return model.eval()
 
 
