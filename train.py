@@ -59,7 +59,7 @@ mask_kind = "tube"             # 'tube' | 'random' | 'diffusion_forcing'
 mask_floor = 0.7               # rho = max(cos(pi u / 2), mask_floor)
 text_drop = 0.1                # drop the text of this fraction of samples (classifier-free guidance)
 # optimisation
-batch_size = 32                # per micro-batch and rank
+batch_size = 16                # per micro-batch and rank
 gradient_accumulation_steps = 1
 max_iters = 1500
 learning_rate = 2e-3
@@ -71,7 +71,7 @@ beta1 = 0.9
 beta2 = 0.95
 grad_clip = 4.0
 # evaluation, logging, checkpoints
-eval_interval = 250
+eval_interval = 500
 eval_iters = 10
 log_interval = 25
 always_save_checkpoint = True
