@@ -208,10 +208,11 @@ def format_table(results):
     """A text table of {run name: score_all(...)}, one column per run, one row per category."""
     names = list(results)
     rows = [c for c in (*CATEGORIES, "overall") if any(c in r for r in results.values())]
-    lines = [f"{'category':<20}" + "".join(f"{n:>14}" for n in names)]
+    widths = [max(14, len(n) + 2) for n in names]
+    lines = [f"{'category':<20}" + "".join(f"{n:>{w}}" for n, w in zip(names, widths))]
     for row in rows:
         cells = (f"{results[n][row]:.2f}" if row in results[n] else "-" for n in names)
-        lines.append(f"{row:<20}" + "".join(f"{c:>14}" for c in cells))
+        lines.append(f"{row:<20}" + "".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
     return "\n".join(lines)
 
 
