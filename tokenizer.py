@@ -315,13 +315,18 @@ class VideoTokenizer(nn.Module):
         if video.ndim not in (4, 5) or video.shape[-1] != 3:
             raise ValueError(f"video must be [T, H, W, 3] or [B, T, H, W, 3] RGB, got shape "
                              f"{tuple(video.shape)}")
-        (s_t, s_h, s_w), (T, H, W) = self.compression, video.shape[-4:-1]
-        if (T - 1) % s_t:
-            raise ValueError(f"{T} frames: the tokenizer needs 1 + k*{s_t} frames "
+        self.check_geometry(*video.shape[-4:-1])
+
+    def check_geometry(self, frames, height, width):
+        """ValueError unless clips of this size can be encoded: 1 + k*s_t frames, and a height
+        and width divisible by the spatial factors."""
+        s_t, s_h, s_w = self.compression
+        if (frames - 1) % s_t:
+            raise ValueError(f"{frames} frames: the tokenizer needs 1 + k*{s_t} frames "
                              f"(1, {1 + s_t}, {1 + 2 * s_t}, ...); trim or pad the clip")
-        if H % s_h or W % s_w:
-            raise ValueError(f"frame size {H}x{W}: height must be a multiple of {s_h} and width "
-                             f"of {s_w}; resize or crop the frames")
+        if height % s_h or width % s_w:
+            raise ValueError(f"frame size {height}x{width}: height must be a multiple of {s_h} "
+                             f"and width of {s_w}; resize or crop the frames")
 
     @torch.no_grad()
     def encode(self, video):

@@ -135,17 +135,6 @@ def get_tokenizer(tokenizer_path, height, width, frames, device):
     return load_tokenizer(tokenizer_path, device)
 
 
-def check_geometry(tokenizer, height, width, frames):
-    """ValueError unless the tokenizer can encode clips of this size."""
-    (s_t, s_h, s_w) = tokenizer.compression
-    if (frames - 1) % s_t:
-        raise ValueError(f"frames={frames}: the tokenizer needs 1 + k*{s_t} frames "
-                         f"(e.g. --frames={1 + s_t * max(1, (frames - 1) // s_t)})")
-    if height % s_h or width % s_w:
-        raise ValueError(f"{height}x{width}: height must be a multiple of {s_h} and width of "
-                         f"{s_w} (e.g. --height={s_h * max(1, height // s_h)})")
-
-
 def resolve(overrides):
     """DEFAULTS updated by keyword overrides; an unknown key is a TypeError, as for any function."""
     unknown = set(overrides) - set(DEFAULTS)
@@ -162,7 +151,7 @@ def prepare_shapes(**overrides):
     cfg = resolve(overrides)
     H, W, T = cfg["height"], cfg["width"], cfg["frames"]
     tokenizer = get_tokenizer(cfg["tokenizer_path"], H, W, T, cfg["device"])
-    check_geometry(tokenizer, H, W, T)
+    tokenizer.check_geometry(T, H, W)
     writer = ShardWriter(cfg["out"], tokenizer, cfg["batch_size"])
     jobs = [(split, kind, cfg[f"n_{split}_{kind}"]) for split in ("train", "val")
             for kind in ("video", "image")]
@@ -256,7 +245,7 @@ def prepare_folder(folder, **overrides):
                          f"({', '.join(VIDEO_EXTS)}) in {folder!r}")
     captions = read_captions(folder)
     tokenizer = get_tokenizer(cfg["tokenizer_path"], H, W, T, cfg["device"])
-    check_geometry(tokenizer, H, W, T)
+    tokenizer.check_geometry(T, H, W)
     writer = ShardWriter(cfg["out"], tokenizer, cfg["batch_size"])
     skipped = 0
     for name in tqdm(files, desc=f"encoding {folder} -> {cfg['out']}"):
