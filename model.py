@@ -292,14 +292,14 @@ class GPT(nn.Module):
         c = self.cfg
         L = frame.shape[-1]
         body = self.num_params() - self.wte.weight.numel() - self.head.weight.numel()
-        pairs = int(attention_mask(frame).sum()) if L <= 8192 else _attended_pairs(frame)
+        pairs = _attended_pairs(frame)
         attn = 12 * c.n_layer * c.n_head * c.head_dim * pairs  # q.k and p.v, 3x for backward
         head = 6 * c.n_embd * c.n_visual * n_masked
         return 6 * body * L + attn + head
 
 
 def _attended_pairs(frame):
-    """Number of True entries of attention_mask(frame), row block by row block (long sequences)."""
+    """Number of True entries of attention_mask(frame), by blocks of rows: no [L, L] tensor."""
     L = frame.shape[-1]
     idx = torch.arange(L)
     return sum(int(attention_mask(frame, idx[i:i + 4096]).sum()) for i in range(0, L, 4096))
