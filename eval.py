@@ -365,8 +365,10 @@ def main(argv=None):
     with open(stem + ".json", "w") as f:
         json.dump(dict(scores=scores, config=cfg, checkpoint=os.path.join(cfg["out_dir"], cfg["ckpt"]),
                        iter_num=ckpt["iter_num"]), f, indent=2)
-    shown = [next(i for i, p in enumerate(prompts) if p["category"] == c) + k
-             for c in dict.fromkeys(p["category"] for p in prompts) for k in range(2)]
+    by_category = {}
+    for i, p in enumerate(prompts):
+        by_category.setdefault(p["category"], []).append(i)
+    shown = [i for indices in by_category.values() for i in indices[:2]]  # two of each category
     save_grid([clips[i] for i in shown], [prompts[i]["caption"] for i in shown], stem + "_grid")
     print(f"wrote {stem}.json and {stem}_grid.gif/png")
     return scores

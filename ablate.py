@@ -1,0 +1,172 @@
+"""
+The paper's three studies in miniature, with the same budget per arm and several seeds:
+
+    python ablate.py --study=rope      # 1d vs mrope vs mmrope without scaling vs mmrope
+    python ablate.py --study=mask      # random vs diffusion-forcing vs tube training masks
+    python ablate.py --study=history   # inference history-mask ratio on one trained model
+
+Each arm and seed trains into out_dir/<study>/<arm>_s<seed> (train.py) and is scored with
+ShapesBench (eval.py). Finished runs are skipped, so an interrupted study continues where it
+stopped. Writes out_dir/<study>.md (mean and spread over seeds) and, with matplotlib, a PNG.
+"""
+import json
+import os
+
+import numpy as np
+
+import eval as shapesbench
+import train
+from configurator import configure, print_config
+
+STUDIES = {
+    "rope": {  # sec. 3.2: distribution primary, scaling complementary, both beat 1D
+        "1d": dict(rope_kind="1d"),
+        "mrope": dict(rope_kind="mrope", rope_scaling=False),
+        "mmrope_noscale": dict(rope_kind="mmrope", rope_scaling=False),
+        "mmrope": dict(rope_kind="mmrope", rope_scaling=True),
+    },
+    "mask": {  # sec. 3.3: tube masks best on video consistency and quality
+        "random": dict(mask_kind="random"),
+        "diffusion_forcing": dict(mask_kind="diffusion_forcing"),
+        "tube": dict(mask_kind="tube"),
+    },
+}
+HISTORY_RATIOS = (0.0, 0.3, 0.5, 0.7, 0.9)
+VIDEO_CATEGORIES = ("motion", "consistency", "smoothness", "i2v")
+
+
+def run_dir(cfg, arm, seed):
+    return os.path.join(cfg["out_dir"], cfg["study"], f"{arm}_s{seed}")
+
+
+def train_arm(cfg, arm, overrides, seed):
+    """Train one arm and seed unless its checkpoint is complete; returns its run directory."""
+    out = run_dir(cfg, arm, seed)
+    done = os.path.join(out, "done.json")
+    if os.path.isfile(done):
+        return out
+    resume = os.path.isfile(os.path.join(out, "ckpt.pt"))  # interrupted mid-run: continue it
+    if not resume and os.path.isfile(os.path.join(out, "log.jsonl")):
+        os.remove(os.path.join(out, "log.jsonl"))  # a start that never reached a checkpoint
+    args = dict(overrides, out_dir=out, seed=seed, max_iters=cfg["max_iters"],
+                eval_interval=cfg["eval_interval"], sample_prompts=(),
+                init_from="resume" if resume else "scratch")
+    train.main([f"--{k}={v!r}" if isinstance(v, (str, tuple)) else f"--{k}={v}" for k, v in args.items()]
+               + cfg_extra(cfg))
+    with open(done, "w") as f:
+        json.dump(args, f)
+    return out
+
+
+def cfg_extra(cfg):
+    """Extra train.py overrides given as --train_args='--key=value --key=value'."""
+    return cfg["train_args"].split() if cfg["train_args"] else []
+
+
+def val_curve(out):
+    """[(iter, val_loss, per-frame val loss)] from a run's log."""
+    with open(os.path.join(out, "log.jsonl")) as f:  # a resumed run may log an iteration twice
+        evals = {r["iter"]: (r["iter"], r["val_loss"], r["val_frame_loss"])
+                 for r in map(json.loads, f) if "val_loss" in r}
+    return [evals[k] for k in sorted(evals)]
+
+
+def bench(out, cfg, history_ratio=0.7, seed=0):
+    """ShapesBench scores of a trained run, cached in the run directory."""
+    path = os.path.join(out, f"shapesbench_h{history_ratio}_s{seed}.json")
+    if not os.path.isfile(path):
+        scores = shapesbench.main([f"--out_dir={out}", f"--n_per_category={cfg['n_per_category']}",
+                                   f"--history_ratio={history_ratio}", f"--seed={seed}",
+                                   f"--cfg={cfg['cfg']}", f"--steps={cfg['steps']}"])
+        with open(path, "w") as f:
+            json.dump(scores, f)
+    with open(path) as f:
+        return json.load(f)
+
+
+def mean_spread(values):
+    v = np.asarray(values, dtype=float)
+    return f"{v.mean():.3f} ± {v.std():.3f}" if len(v) > 1 else f"{v.mean():.3f}"
+
+
+def table(rows, columns):
+    """Markdown table of {arm: {column: [values over seeds]}}: mean ± std."""
+    lines = ["| arm | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for arm, vals in rows.items():
+        lines.append(f"| {arm} | " + " | ".join(mean_spread(vals[c]) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def training_study(cfg):
+    rows, curves = {}, {}
+    for arm, overrides in STUDIES[cfg["study"]].items():
+        for seed in range(cfg["seeds"]):
+            out = train_arm(cfg, arm, overrides, seed)
+            curve = val_curve(out)
+            scores = bench(out, cfg)
+            r = rows.setdefault(arm, {})
+            r.setdefault("val loss", []).append(curve[-1][1])
+            for f, x in enumerate(curve[-1][2]):
+                r.setdefault(f"val frame {f}", []).append(x)
+            for c in ("overall",) + (VIDEO_CATEGORIES if cfg["study"] == "mask" else ()):
+                r.setdefault(c, []).append(scores.get(c, float("nan")))
+            curves.setdefault(arm, []).append(curve)
+    columns = list(next(iter(rows.values())))
+    return rows, columns, curves
+
+
+def history_study(cfg):
+    out = train_arm(cfg, "tube", STUDIES["mask"]["tube"], 0)
+    rows = {}
+    for ratio in HISTORY_RATIOS:
+        for seed in range(cfg["seeds"]):  # sampling seeds on one model
+            scores = bench(out, cfg, history_ratio=ratio, seed=seed)
+            r = rows.setdefault(f"history {ratio}", {})
+            for c in ("overall",) + VIDEO_CATEGORIES:
+                r.setdefault(c, []).append(scores.get(c, float("nan")))
+    return rows, list(next(iter(rows.values()))), {}
+
+
+def plot_curves(curves, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install matplotlib): no plot")
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for arm, runs in curves.items():
+        iters = [it for it, _, _ in runs[0]]
+        losses = np.array([[v for _, v, _ in run] for run in runs])
+        ax.plot(iters, losses.mean(0), label=arm)
+        ax.fill_between(iters, losses.min(0), losses.max(0), alpha=0.2)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("validation loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"saved {path}")
+
+
+def main(argv=None):
+    cfg = configure(dict(study="rope", out_dir="out_ablate", seeds=3, max_iters=1500,
+                         eval_interval=250, n_per_category=10, cfg=5.0, steps=8, train_args=""), argv)
+    print_config(cfg)
+    if cfg["study"] not in (*STUDIES, "history"):
+        raise SystemExit(f"error: unknown study {cfg['study']!r}; choose rope, mask or history")
+    rows, columns, curves = history_study(cfg) if cfg["study"] == "history" else training_study(cfg)
+    md = (f"## {cfg['study']} study: {cfg['seeds']} seeds, {cfg['max_iters']} iterations per arm\n\n"
+          + table(rows, columns) + "\n")
+    path = os.path.join(cfg["out_dir"], f"{cfg['study']}.md")
+    with open(path, "w") as f:
+        f.write(md)
+    print(md)
+    print(f"wrote {path}")
+    if curves:
+        plot_curves(curves, os.path.join(cfg["out_dir"], f"{cfg['study']}.png"))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

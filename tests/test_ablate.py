@@ -1,0 +1,32 @@
+"""ablate.py: a study runs end to end at a tiny budget, writes its table, and resumes."""
+import os
+
+import ablate
+from conftest import train_args
+
+
+def study_args(shards, out, study):
+    tiny = " ".join(a for a in train_args(shards, out, max_iters=2)
+                    if not a.startswith(("--out_dir", "--max_iters", "--eval_interval", "--sample_prompts")))
+    return [f"--study={study}", f"--out_dir={out}", "--seeds=2", "--max_iters=2", "--eval_interval=1",
+            "--n_per_category=1", "--steps=1", f"--train_args={tiny}"]
+
+
+def test_mask_study_writes_table_and_resumes(shards, tmp_path):
+    rows = ablate.main(study_args(shards, tmp_path, "mask"))
+    assert set(rows) == {"random", "diffusion_forcing", "tube"}
+    assert all(len(v["val loss"]) == 2 for v in rows.values())  # one value per seed
+    table = (tmp_path / "mask.md").read_text()
+    assert "| tube |" in table and "±" in table
+    ckpt = tmp_path / "mask" / "tube_s1" / "ckpt.pt"
+    before = os.path.getmtime(ckpt)
+    os.remove(tmp_path / "mask" / "random_s0" / "done.json")  # as if interrupted after training
+    again = ablate.main(study_args(shards, tmp_path, "mask"))
+    assert os.path.getmtime(ckpt) == before  # finished runs are not trained again
+    assert again["tube"] == rows["tube"]
+
+
+def test_history_study_scores_one_model_at_each_ratio(shards, tmp_path):
+    rows = ablate.main(study_args(shards, tmp_path, "history"))
+    assert list(rows) == [f"history {r}" for r in ablate.HISTORY_RATIOS]
+    assert len(os.listdir(tmp_path / "history")) == 1  # one trained model
