@@ -35,6 +35,11 @@ class GPTConfig:
     loss_chunk: int = 4096       # rows per chunk of the chunked loss
     norm_eps: float = 1e-5
 
+    @classmethod
+    def from_dict(cls, d):
+        """The config stored in a checkpoint (asdict form; tuples may come back as lists)."""
+        return cls(**dict(d, rope_scales=tuple(d["rope_scales"])))
+
     @property
     def vocab_size(self):
         return self.visual_offset + self.n_visual

@@ -181,8 +181,7 @@ def load_model(out_dir, name="ckpt.pt", device="cpu"):
     from model import GPT, GPTConfig
     from train import load_checkpoint
     ckpt = load_checkpoint(os.path.join(out_dir, name), device)
-    args = dict(ckpt["model_args"], rope_scales=tuple(ckpt["model_args"]["rope_scales"]))
-    model = GPT(GPTConfig(**args))
+    model = GPT(GPTConfig.from_dict(ckpt["model_args"]))
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), ckpt
 

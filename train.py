@@ -332,7 +332,7 @@ def main(argv=None):
     iter_num, best_val = 0, float("inf")
     if cfg["init_from"] == "resume":
         ckpt = load_checkpoint(ckpt_path, device)
-        gpt_cfg = GPTConfig(**{**ckpt["model_args"], "rope_scales": tuple(ckpt["model_args"]["rope_scales"])})
+        gpt_cfg = GPTConfig.from_dict(ckpt["model_args"])
         model = GPT(gpt_cfg).to(device)
         model.load_state_dict(ckpt["model"])
         iter_num, best_val = ckpt["iter_num"], ckpt["best_val_loss"]
