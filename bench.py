@@ -16,7 +16,7 @@ import torch
 from configurator import configure, print_config
 from masking import training_mask
 from model import GPT, PRESETS, GPTConfig, device_peak_flops
-from sample import FrameRunner, generate, gumbel
+from sample import FrameRunner, generate, guided, gumbel
 from tokenizer import MASK, VISUAL_OFFSET, build_sequence, collate, layout
 
 
@@ -57,7 +57,7 @@ def next_token_decode(model, prompts, frames, h, w, text_len, cfg_scale, seed=0)
         slot = slots_all[p:p + 1]
         logits = model.forward_cached(token, runner.cos[:, slot], runner.sin[:, slot],
                                       causal[slot].expand(2 * B, -1, -1), slot).float()
-        logits = logits[B:] + cfg_scale * (logits[:B] - logits[B:])
+        logits = guided(logits, B, cfg_scale)
         nxt = (logits.log_softmax(-1) + gumbel(logits.shape, g, device)).argmax(-1)
         token = (nxt + VISUAL_OFFSET).repeat(2, 1)
     return token

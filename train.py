@@ -12,7 +12,6 @@ import math
 import os
 import platform
 import subprocess
-import sys
 import time
 from dataclasses import asdict
 

@@ -22,7 +22,6 @@ import sys
 import zlib
 
 import numpy as np
-import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # `python data/prepare.py` runs with data/ as the import root

@@ -123,7 +123,6 @@ def test_cli_writes_gif_and_png(trained_run, tmp_path):
 
 
 def test_cli_bad_input(trained_run, tmp_path):
-    import shutil
     from PIL import Image
     import sample
     with pytest.raises(SystemExit, match="no checkpoint at"):
