@@ -16,7 +16,8 @@ import torch
 from configurator import configure, print_config
 from masking import training_mask
 from model import GPT, PRESETS, GPTConfig, device_peak_flops
-from sample import FrameRunner, generate, guided, gumbel
+from masking import flex_block_mask
+from sample import FrameRunner, compile_for_sampling, generate, guided, gumbel
 from tokenizer import MASK, VISUAL_OFFSET, build_sequence, collate, layout
 
 
@@ -104,7 +105,7 @@ def bench_train_step(gpt_cfg, cfg, device, ctx):
     torch.manual_seed(0)
     model = GPT(gpt_cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=str(device).startswith("cuda"))
-    step_model = torch.compile(model) if cfg["compile"] else model
+    step_model = model.compile_body() if cfg["compile"] else model
     b = train_batch(cfg, gpt_cfg.n_visual, device)
     mask = model.attention_mask(b["frame"])  # built once, as a training loop over one layout would
 
@@ -126,6 +127,34 @@ def bench_train_step(gpt_cfg, cfg, device, ctx):
                 mfu=flops / s / peak if peak else None,
                 peak_mem_gb=torch.cuda.max_memory_allocated() / 1e9 if str(device).startswith("cuda") else None,
                 params_m=model.num_params() / 1e6)
+
+
+def bench_attention(gpt_cfg, cfg, device, dtype):
+    """Attention forward + backward alone: FlexAttention with the frame-causal block mask (blocks
+    in a frame's future skipped) vs dense bidirectional SDPA (no mask: the fastest dense kernel),
+    same q, k, v. The block mask is built from per-token frame ids; no [L, L] tensor."""
+    from model import flex_attention
+    frames, h, w, T = cfg["frames"], cfg["h"], cfg["w"], cfg["text_len"]
+    seq = collate([layout([1] * (T // 2), frames, h, w, T)] * cfg["batch_size"])
+    frame = seq["frame"].to(device)
+    B, L, H, D = frame.shape[0], frame.shape[1], gpt_cfg.n_head, gpt_cfg.head_dim
+    g = torch.Generator(device).manual_seed(0)
+    q, k, v = (torch.randn(B, H, L, D, device=device, dtype=dtype, generator=g)
+               .requires_grad_(str(device).startswith("cuda")) for _ in range(3))
+    block_mask = flex_block_mask(frame)
+    runs = {"flex_frame_causal": lambda: flex_attention(q, k, v, block_mask=block_mask),
+            "sdpa_dense_bidirectional": lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v)}
+    backward = str(device).startswith("cuda")  # FlexAttention has no CPU backward: forward only there
+    out = {"backward": backward}
+    for name, fn in runs.items():
+        step = (lambda f=fn: f().sum().backward()) if backward else (lambda f=fn: f().detach())
+        out[name] = 1000 * timed(step, device, cfg["repeat"])  # ms
+    out["ratio_flex_vs_dense"] = out["flex_frame_causal"] / out["sdpa_dense_bidirectional"]
+    n_kv = -(-L // block_mask.BLOCK_SIZE[1])
+    computed = block_mask.kv_num_blocks.sum() + (0 if block_mask.full_kv_num_blocks is None
+                                                 else block_mask.full_kv_num_blocks.sum())
+    out["blocks_computed_pct"] = 100 * computed.item() / (block_mask.kv_num_blocks.numel() * n_kv)
+    return out
 
 
 def loss_path_memory(gpt_cfg, cfg, device):
@@ -160,13 +189,16 @@ def main(argv=None):
     cfg = configure(dict(
         model_size="tiny", n_visual=1000, frames=3, h=8, w=8, text_len=80, batch_size=8,
         sample_batch=1, steps=8, repeat=3, loss_rows=32768, compile=False, attn_impl="sdpa",
+        grad_checkpoint=False,
         device="cuda" if torch.cuda.is_available() else "cpu",
         dtype="bfloat16" if torch.cuda.is_available() else "float32", out="bench.json"), argv)
     print_config(cfg)
+    torch.set_flush_denormal(True)  # CPU: denormal floats are 10x slower and no more useful than 0
     device = cfg["device"]
     ptdtype = getattr(torch, cfg["dtype"])
     ctx = contextlib.nullcontext() if ptdtype == torch.float32 else torch.autocast(torch.device(device).type, dtype=ptdtype)
-    gpt_cfg = GPTConfig(**PRESETS[cfg["model_size"]], n_visual=cfg["n_visual"], attn_impl=cfg["attn_impl"])
+    gpt_cfg = GPTConfig(**PRESETS[cfg["model_size"]], n_visual=cfg["n_visual"], attn_impl=cfg["attn_impl"],
+                        grad_checkpoint=cfg["grad_checkpoint"])
     dev_name = torch.cuda.get_device_name(device) if device.startswith("cuda") else f"cpu, {torch.get_num_threads()} threads"
     print(f"device: {dev_name} | torch {torch.__version__} | sequence {cfg['text_len']} text + "
           f"{cfg['frames']}x{cfg['h']}x{cfg['w']} visual tokens")
@@ -175,6 +207,8 @@ def main(argv=None):
 
     torch.manual_seed(0)
     model = GPT(gpt_cfg).to(device).eval()
+    if cfg["compile"]:  # each MaskGIT step one compiled graph (CUDA graphs on the GPU)
+        compile_for_sampling(model)
     with ctx:
         results["sampling"] = bench_sampling(model, cfg, device)
     for name, r in results["sampling"].items():
@@ -183,6 +217,12 @@ def main(argv=None):
     print(f"next-token decoding is {results['sampling']['ratio_next_token_vs_ar_df']:.1f}x slower, "
           f"no KV cache {results['sampling']['ratio_no_cache_vs_ar_df']:.1f}x slower than AR-DF with "
           f"the cache (paper, 1B on one GPU: 12.3x and 4.9x)")
+
+    results["attention"] = bench_attention(gpt_cfg, cfg, device, ptdtype)
+    a = results["attention"]
+    print(f"attention {'fwd+bwd' if a['backward'] else 'fwd'}, {cfg['frames']} frames: FlexAttention frame-causal "
+          f"{a['flex_frame_causal']:.2f} ms, dense bidirectional SDPA {a['sdpa_dense_bidirectional']:.2f} ms, "
+          f"ratio {a['ratio_flex_vs_dense']:.2f} ({a['blocks_computed_pct']:.0f}% of the blocks computed)")
 
     results["train"] = {}
     for rope in ("mmrope", "1d"):

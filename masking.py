@@ -66,8 +66,14 @@ def flex_block_mask(frame_ids, block_size=128):
     def mask_mod(b, h, q_idx, kv_idx):
         return may_attend(q_idx, kv_idx, frame_ids[b, q_idx], frame_ids[b, kv_idx])
 
-    return create_block_mask(mask_mod, B, None, L, L, device=frame_ids.device,
-                             BLOCK_SIZE=block_size)
+    global _create_block_mask
+    if _create_block_mask is None:  # compiled: evaluated block by block, never as a [B, L, L] tensor
+        _create_block_mask = torch.compile(create_block_mask)
+    return _create_block_mask(mask_mod, B, None, L, L, device=frame_ids.device,
+                              BLOCK_SIZE=block_size)
+
+
+_create_block_mask = None
 
 
 # -----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from masking import attention_mask, flex_block_mask
 from rope import apply_rope, rope_cos_sin, rope_positions
@@ -33,6 +34,7 @@ class GPTConfig:
     attn_impl: str = "sdpa"      # 'sdpa' (dense bool mask) | 'flex' (FlexAttention block mask)
     loss_impl: str = "chunked"   # 'chunked' (masked rows, in chunks) | 'full' (all rows at once)
     loss_chunk: int = 4096       # rows per chunk of the chunked loss
+    grad_checkpoint: bool = False  # recompute each block in backward: activations of one block
     norm_eps: float = 1e-5
 
     @classmethod
@@ -147,10 +149,15 @@ _compiled_flex = None
 
 
 def flex_attention(q, k, v, **kwargs):
-    """FlexAttention, compiled once (eager FlexAttention is a slow reference implementation)."""
+    """FlexAttention, compiled once (eager FlexAttention is a slow reference implementation).
+    Inside an already compiled region (GPT.compile_body) it is traced with the rest, on
+    contiguous inputs: the inductor CPU lowering mishandles the transposed views (torch 2.13),
+    and on the GPU the copy fuses into the RoPE kernel that writes q and k anyway."""
+    from torch.nn.attention.flex_attention import flex_attention as flex
+    if torch.compiler.is_compiling():
+        return flex(q.contiguous(), k.contiguous(), v.contiguous(), **kwargs)
     global _compiled_flex
     if _compiled_flex is None:
-        from torch.nn.attention.flex_attention import flex_attention as flex
         _compiled_flex = torch.compile(flex, dynamic=False)
     return _compiled_flex(q, k, v, **kwargs)
 
@@ -205,6 +212,7 @@ class GPT(nn.Module):
         self.norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
         # untied head over the visual codes only: text logits would never be used (no text loss)
         self.head = nn.Linear(cfg.n_embd, cfg.n_visual, bias=False)
+        self._compiled_body = None  # set by compile_body
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # depth-scaled init of the residual projections
             if name.endswith(("attn.proj.weight", "mlp.down.weight")):
@@ -230,10 +238,26 @@ class GPT(nn.Module):
         return flex_block_mask(frame) if self.cfg.attn_impl == "flex" else attention_mask(frame)
 
     def hidden(self, idx, cos, sin, mask, slots=None):
+        """The transformer body: final-norm hidden states [B, L, d]. Fixed shapes throughout."""
         x = self.wte(idx)  # (B, L, d)
         for block in self.blocks:
-            x = block(x, cos, sin, mask, slots)
+            if self.cfg.grad_checkpoint and torch.is_grad_enabled():
+                x = checkpoint(block, x, cos, sin, mask, slots, use_reentrant=False)
+            else:
+                x = block(x, cos, sin, mask, slots)
         return self.norm(x)
+
+    def compile_body(self, **kwargs):
+        """
+        torch.compile the body (one graph, static shapes: train with fixed-length text). The
+        masked-row loss stays eager: its row count changes every step, and its chunked matmuls
+        gain nothing from fusion. Training and sampling (forward_cached) both go through it.
+        """
+        self._compiled_body = torch.compile(self.hidden, fullgraph=True, dynamic=False, **kwargs)
+        return self
+
+    def body(self, *args):
+        return (self._compiled_body or self.hidden)(*args)
 
     def forward(self, idx, frame, row, col, targets=None, loss_mask=None, mask=None):
         """
@@ -246,7 +270,7 @@ class GPT(nn.Module):
         divides loss_sum by the global count (all micro-batches and ranks).
         """
         cos, sin = self.rope(frame, row, col)
-        h = self.hidden(idx, cos, sin, self.attention_mask(frame) if mask is None else mask)
+        h = self.body(idx, cos, sin, self.attention_mask(frame) if mask is None else mask)
         if targets is None:
             return self.head(h)
         rows = h[loss_mask]  # (M, d): only masked visual positions are predicted
@@ -271,9 +295,14 @@ class GPT(nn.Module):
     def setup_cache(self, batch_size, max_len, dtype=None, device=None):
         """Preallocate every layer's KV cache for batch_size rows of max_len tokens."""
         p = self.head.weight
+        shape = (batch_size, self.cfg.n_kv_head, max_len, self.cfg.head_dim)
+        dtype, device = dtype or p.dtype, torch.device(device or p.device)
         for block in self.blocks:
-            block.attn.kv_cache = KVCache(batch_size, self.cfg.n_kv_head, max_len,
-                                          self.cfg.head_dim, dtype or p.dtype, device or p.device)
+            old = block.attn.kv_cache
+            if old is not None and old.k.shape == shape and old.k.dtype == dtype and old.k.device == device:
+                old.k.zero_(), old.v.zero_()  # same buffers: a compiled step stays valid
+            else:
+                block.attn.kv_cache = KVCache(*shape, dtype, device)
 
     def forward_cached(self, idx, cos, sin, mask, slots):
         """
@@ -282,7 +311,7 @@ class GPT(nn.Module):
         (rows of the full attention mask, so the result equals the full forward's rows).
         cos, sin: [B, n, head_dim]. Returns visual logits [B, n, n_visual].
         """
-        return self.head(self.hidden(idx, cos, sin, mask, slots))
+        return self.head(self.body(idx, cos, sin, mask, slots))
 
     # ------------------------------------------------------------------------------------------
     # cost accounting

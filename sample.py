@@ -31,42 +31,48 @@ class FrameRunner:
     cache (the fast path: past frames never change, so their keys and values are computed once)
     or by re-running the whole prefix (the uncached baseline, same results).
     Rows [0, B) are conditional, rows [B, 2B) the same samples without text (for guidance).
+    Every cached call has the same shapes (n tokens against the whole cache) and nothing in the
+    loop reads a value back to the host, so a compiled body (GPT.compile_body) runs each MaskGIT
+    step as one captured graph.
     """
 
     def __init__(self, model, seq, text_len, n, use_cache):
         self.model, self.seq, self.text_len, self.n, self.use_cache = model, seq, text_len, n, use_cache
         self.idx = seq["idx"].clone()  # (rows, L): the context as the model sees it
         self.cos, self.sin = model.rope(seq["frame"], seq["row"], seq["col"])  # (rows, L, hd)
+        self.masks = {}  # frame -> its rows of the attention mask, built once
         if use_cache:
             model.setup_cache(self.idx.shape[0], self.idx.shape[1])
-            self._run(torch.arange(text_len, device=self.idx.device))  # prefill the prompt
+            prompt = torch.arange(text_len, device=self.idx.device)
+            model.forward_cached(self.idx[:, prompt], self.cos[:, prompt], self.sin[:, prompt],
+                                 attention_mask(seq["frame"], prompt), prompt)  # prefill
 
     def slots(self, k):
         start = self.text_len + k * self.n
         return torch.arange(start, start + self.n, device=self.idx.device)
 
-    def _run(self, slots):
-        """Visual logits [rows, n, V] of the tokens at `slots`, writing them to the cache."""
+    def _run(self, k):
+        """Visual logits [rows, n, V] of frame k's tokens, writing them to the cache."""
+        slots = self.slots(k)
         if self.use_cache:
-            mask = attention_mask(self.seq["frame"], slots)  # (rows, n, L): rows of the full mask
+            if k not in self.masks:
+                self.masks[k] = attention_mask(self.seq["frame"], slots)  # (rows, n, L)
             return self.model.forward_cached(self.idx[:, slots], self.cos[:, slots],
-                                             self.sin[:, slots], mask, slots)
-        end = int(slots[-1]) + 1  # uncached: the whole prefix (later tokens can't matter)
-        s = {k: v[:, :end] for k, v in self.seq.items()}
+                                             self.sin[:, slots], self.masks[k], slots)
+        end = self.text_len + (k + 1) * self.n  # uncached: the whole prefix (later tokens can't matter)
+        s = {key: v[:, :end] for key, v in self.seq.items()}
         return self.model(self.idx[:, :end], s["frame"], s["row"], s["col"])[:, slots]
 
     def logits(self, k, tokens):
         """Logits for frame k holding `tokens` [rows, n] (MASK where undecided)."""
-        slots = self.slots(k)
-        self.idx[:, slots] = tokens
-        return self._run(slots)
+        self.idx[:, self.slots(k)] = tokens
+        return self._run(k)
 
     def commit(self, k, tokens, hist):
         """Write finished frame k into the context with the history mask `hist` [n] applied."""
-        slots = self.slots(k)
-        self.idx[:, slots] = tokens.masked_fill(hist, MASK)
+        self.idx[:, self.slots(k)] = tokens.masked_fill(hist, MASK)
         if self.use_cache:
-            self._run(slots)
+            self._run(k)
 
 
 def guided(logits, batch_size, cfg_scale):
@@ -176,14 +182,25 @@ def load_image_codes(path, tok, width, height):
     return tok.encode(np.array(img)[None])[0]  # (h, w)
 
 
-def load_model(out_dir, name="ckpt.pt", device="cpu"):
-    """The trained model and its checkpoint dict (config and data meta inside)."""
+def load_model(out_dir, name="ckpt.pt", device="cpu", compile=False):
+    """The trained model and its checkpoint dict (config and data meta inside). compile: each
+    sampling step becomes one compiled graph, replayed as a CUDA graph on the GPU."""
     from model import GPT, GPTConfig
     from train import load_checkpoint
     ckpt = load_checkpoint(os.path.join(out_dir, name), device)
     model = GPT(GPTConfig.from_dict(ckpt["model_args"]))
     model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), ckpt
+    model = model.to(device).eval()
+    if compile:
+        compile_for_sampling(model)
+    return model, ckpt
+
+
+def compile_for_sampling(model):
+    """Compile the body for sampling: on CUDA with mode='reduce-overhead' (CUDA graphs), so a
+    MaskGIT step is one graph replay with no kernel-launch overhead."""
+    on_gpu = next(model.parameters()).is_cuda
+    return model.compile_body(**(dict(mode="reduce-overhead") if on_gpu else {}))
 
 
 def main(argv=None):
@@ -192,10 +209,12 @@ def main(argv=None):
     cfg = configure(dict(
         out_dir="out", ckpt="ckpt.pt", prompt="a red circle moves right", prompt_file="",
         image="", frames=0, num_samples=1, seed=0, steps=8, cfg=3.0, temperature=1.0,
-        history_ratio=0.7, sample_dir="", device="cuda" if torch.cuda.is_available() else "cpu"),
+        history_ratio=0.7, sample_dir="", compile=False,
+        device="cuda" if torch.cuda.is_available() else "cpu"),
         argv)
     print_config(cfg)
-    model, ckpt = load_model(cfg["out_dir"], cfg["ckpt"], cfg["device"])
+    torch.set_flush_denormal(True)  # CPU: denormal floats are 10x slower and no more useful than 0
+    model, ckpt = load_model(cfg["out_dir"], cfg["ckpt"], cfg["device"], cfg["compile"])
     meta, train_cfg = ckpt["meta"], ckpt["config"]
     tok = load_tokenizer(meta["tokenizer"], cfg["device"])
     s_t = tok.compression[0]

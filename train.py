@@ -53,6 +53,7 @@ ffn_hidden = 0
 rope_kind = "mmrope"           # '1d' | 'mrope' | 'mmrope'
 rope_scaling = True            # scale visual positions by the tokenizer's compression
 attn_impl = "sdpa"             # 'sdpa' | 'flex'
+grad_checkpoint = False        # activation checkpointing: recompute each block in backward
 # AR-DF
 mask_kind = "tube"             # 'tube' | 'random' | 'diffusion_forcing'
 mask_floor = 0.7               # rho = max(cos(pi u / 2), mask_floor)
@@ -180,7 +181,9 @@ class Batches:
         batch["targets"] = batch["idx"]
         batch["idx"] = batch["idx"].masked_fill(loss_mask, MASK)
         batch["loss_mask"] = loss_mask
-        if not cfg["compile"]:  # drop columns that are padding in every row: same result, less work
+        if not cfg["compile"] and cfg["attn_impl"] == "sdpa":
+            # drop columns that are padding in every row: same result, less work (compiled
+            # graphs and FlexAttention kernels want one fixed length instead)
             trim = int((batch["frame"] == PAD_FRAME).all(0).sum())  # left padding is a prefix
             batch = {k: v[:, trim:] for k, v in batch.items()}
         return batch
@@ -194,7 +197,8 @@ def model_config(cfg, meta):
     shape.update({k: cfg[k] for k in ("n_layer", "n_head", "n_kv_head", "n_embd", "ffn_hidden") if cfg[k]})
     scales = tuple(meta["compression"]) if cfg["rope_scaling"] else (1, 1, 1)
     return GPTConfig(**shape, n_visual=meta["codebook_size"], rope_kind=cfg["rope_kind"],
-                     rope_scales=scales, attn_impl=cfg["attn_impl"])
+                     rope_scales=scales, attn_impl=cfg["attn_impl"],
+                     grad_checkpoint=cfg["grad_checkpoint"])
 
 
 def make_optimizer(model, cfg, device):
@@ -306,6 +310,7 @@ def write_samples(raw_model, cfg, meta, device):
 
 def main(argv=None):
     cfg = configure(DEFAULTS, argv)
+    torch.set_flush_denormal(True)  # CPU: denormal floats are 10x slower and no more useful than 0
     rank, local_rank, world, device = setup_distributed(cfg)
     master = rank == 0
     if master:
@@ -325,13 +330,18 @@ def main(argv=None):
     ctx = (contextlib.nullcontext() if ptdtype == torch.float32
            else torch.autocast(device_type=device_type, dtype=ptdtype))
 
+    if cfg["attn_impl"] == "flex" and device_type == "cpu":
+        raise SystemExit("error: attn_impl='flex' trains on CUDA only (FlexAttention has no CPU "
+                         "backward); use --attn_impl=sdpa on CPU")
     train_data, val_data = Batches(cfg, "train", rank), Batches(cfg, "val", 0)
     meta = train_data.meta
     ckpt_path = os.path.join(cfg["out_dir"], "ckpt.pt")
     iter_num, best_val = 0, float("inf")
     if cfg["init_from"] == "resume":
         ckpt = load_checkpoint(ckpt_path, device)
-        gpt_cfg = GPTConfig.from_dict(ckpt["model_args"])
+        # how to run (attention kernel, checkpointing) may change on resume; the shape may not
+        gpt_cfg = GPTConfig.from_dict({**ckpt["model_args"], "attn_impl": cfg["attn_impl"],
+                                       "grad_checkpoint": cfg["grad_checkpoint"]})
         model = GPT(gpt_cfg).to(device)
         model.load_state_dict(ckpt["model"])
         iter_num, best_val = ckpt["iter_num"], ckpt["best_val_loss"]
@@ -349,8 +359,8 @@ def main(argv=None):
         print(f"model: {model.num_params() / 1e6:.2f}M parameters "
               f"({model.num_params(embedding=False) / 1e6:.2f}M without the embedding)")
     raw_model = model
-    if cfg["compile"]:
-        model = torch.compile(model)
+    if cfg["compile"]:  # the body, one static-shape graph; the masked-row loss stays eager
+        model.compile_body()
     if world > 1:
         model = DDP(model, device_ids=[local_rank] if device_type == "cuda" else None)
 
