@@ -4,6 +4,7 @@ The paper's three studies in miniature, with the same budget per arm and several
     python ablate.py --study=rope      # 1d vs mrope vs mmrope without scaling vs mmrope
     python ablate.py --study=mask      # random vs diffusion-forcing vs tube training masks
     python ablate.py --study=history   # inference history-mask ratio on one trained model
+    python ablate.py --study=history --model_dir=out_long   # ... on a model you already trained
 
 Each arm and seed trains into out_dir/<study>/<arm>_s<seed> (train.py) and is scored with
 ShapesBench (eval.py). Finished runs are skipped, so an interrupted study continues where it
@@ -73,7 +74,8 @@ def val_curve(out):
 
 def bench(out, cfg, history_ratio=0.7, seed=0):
     """ShapesBench scores of a trained run, cached in the run directory."""
-    path = os.path.join(out, f"shapesbench_h{history_ratio}_s{seed}.json")
+    path = os.path.join(out, f"shapesbench_h{history_ratio}_s{seed}_cfg{cfg['cfg']}_steps{cfg['steps']}"
+                             f"_n{cfg['n_per_category']}.json")
     if not os.path.isfile(path):
         scores = shapesbench.main([f"--out_dir={out}", f"--n_per_category={cfg['n_per_category']}",
                                    f"--history_ratio={history_ratio}", f"--seed={seed}",
@@ -82,6 +84,24 @@ def bench(out, cfg, history_ratio=0.7, seed=0):
             json.dump(scores, f)
     with open(path) as f:
         return json.load(f)
+
+
+def common_val_loss(out, mask_kind="tube", eval_iters=20):
+    """Validation loss of a trained run under one mask kind for every arm (the arms' own val
+    losses use their own masks, so they don't compare); cached in the run directory."""
+    path = os.path.join(out, f"val_{mask_kind}_{eval_iters}.json")
+    if not os.path.isfile(path):
+        import contextlib
+
+        from sample import load_model
+        model, ckpt = load_model(out)
+        cfg = dict(ckpt["config"], mask_kind=mask_kind, eval_iters=eval_iters, device="cpu")
+        loss, per_frame = train.evaluate(model, train.Batches(cfg, "val", 0), cfg, "cpu",
+                                         contextlib.nullcontext())
+        with open(path, "w") as f:
+            json.dump(dict(loss=loss, per_frame=per_frame), f)
+    with open(path) as f:
+        return json.load(f)["loss"]
 
 
 def mean_spread(values):
@@ -108,6 +128,8 @@ def training_study(cfg):
             r.setdefault("val loss", []).append(curve[-1][1])
             for f, x in enumerate(curve[-1][2]):
                 r.setdefault(f"val frame {f}", []).append(x)
+            if cfg["study"] == "mask":  # the arms compared on the same validation masks
+                r.setdefault("val loss, tube masks", []).append(common_val_loss(out))
             for c in ("overall",) + (VIDEO_CATEGORIES if cfg["study"] == "mask" else ()):
                 r.setdefault(c, []).append(scores.get(c, float("nan")))
             curves.setdefault(arm, []).append(curve)
@@ -116,7 +138,12 @@ def training_study(cfg):
 
 
 def history_study(cfg):
-    out = train_arm(cfg, "tube", STUDIES["mask"]["tube"], 0)
+    if cfg["model_dir"]:  # an already trained run (its ckpt.pt), e.g. a longer one than max_iters
+        if not os.path.isfile(os.path.join(cfg["model_dir"], "ckpt.pt")):
+            raise SystemExit(f"error: no ckpt.pt in model_dir={cfg['model_dir']!r}: train one first")
+        out = cfg["model_dir"]
+    else:
+        out = train_arm(cfg, "tube", STUDIES["mask"]["tube"], 0)
     rows = {}
     for ratio in HISTORY_RATIOS:
         for seed in range(cfg["seeds"]):  # sampling seeds on one model
@@ -151,14 +178,22 @@ def plot_curves(curves, path):
 
 def main(argv=None):
     cfg = configure(dict(study="rope", out_dir="out_ablate", seeds=3, max_iters=1500,
-                         eval_interval=250, n_per_category=10, cfg=5.0, steps=8, train_args=""), argv)
+                         eval_interval=250, n_per_category=10, cfg=3.0, steps=8, train_args="",
+                         model_dir=""), argv)
     print_config(cfg)
     if cfg["study"] not in (*STUDIES, "history"):
         raise SystemExit(f"error: unknown study {cfg['study']!r}; choose rope, mask or history")
     rows, columns, curves = history_study(cfg) if cfg["study"] == "history" else training_study(cfg)
-    md = (f"## {cfg['study']} study: {cfg['seeds']} seeds, {cfg['max_iters']} iterations per arm\n\n"
+    what = (f"model {cfg['model_dir']}, {cfg['seeds']} sampling seeds" if cfg["model_dir"]
+            else f"{cfg['seeds']} seeds, {cfg['max_iters']} iterations per arm")
+    md = (f"## {cfg['study']} study: {what}, ShapesBench cfg={cfg['cfg']} steps={cfg['steps']} "
+          f"n_per_category={cfg['n_per_category']}\n\n"
           + table(rows, columns) + "\n")
+    if cfg["study"] == "mask":
+        md += ("\n`val loss` and `val frame k`: each arm on its own kind of masks (the frame-wise "
+               "imbalance); `val loss, tube masks`: every arm on the same tube-masked batches.\n")
     path = os.path.join(cfg["out_dir"], f"{cfg['study']}.md")
+    os.makedirs(cfg["out_dir"], exist_ok=True)
     with open(path, "w") as f:
         f.write(md)
     print(md)

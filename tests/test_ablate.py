@@ -1,6 +1,8 @@
 """ablate.py: a study runs end to end at a tiny budget, writes its table, and resumes."""
 import os
 
+import pytest
+
 import ablate
 from conftest import train_args
 
@@ -16,6 +18,7 @@ def test_mask_study_writes_table_and_resumes(shards, tmp_path):
     rows = ablate.main(study_args(shards, tmp_path, "mask"))
     assert set(rows) == {"random", "diffusion_forcing", "tube"}
     assert all(len(v["val loss"]) == 2 for v in rows.values())  # one value per seed
+    assert all(len(v["val loss, tube masks"]) == 2 for v in rows.values())
     table = (tmp_path / "mask.md").read_text()
     assert "| tube |" in table and "±" in table
     ckpt = tmp_path / "mask" / "tube_s1" / "ckpt.pt"
@@ -30,3 +33,14 @@ def test_history_study_scores_one_model_at_each_ratio(shards, tmp_path):
     rows = ablate.main(study_args(shards, tmp_path, "history"))
     assert list(rows) == [f"history {r}" for r in ablate.HISTORY_RATIOS]
     assert len(os.listdir(tmp_path / "history")) == 1  # one trained model
+
+
+def test_history_study_on_a_given_model(shards, trained_run, tmp_path):
+    tmp_path = tmp_path / "new"  # an out_dir that does not exist yet
+    args = study_args(shards, tmp_path, "history") + [f"--model_dir={trained_run}"]
+    rows = ablate.main(args)
+    assert list(rows) == [f"history {r}" for r in ablate.HISTORY_RATIOS]
+    assert not (tmp_path / "history").exists()  # nothing trained
+    assert f"model {trained_run}" in (tmp_path / "history.md").read_text()
+    with pytest.raises(SystemExit, match="no ckpt.pt"):
+        ablate.main(study_args(shards, tmp_path, "history") + [f"--model_dir={tmp_path}"])
