@@ -300,7 +300,8 @@ class GPT(nn.Module):
         for block in self.blocks:
             old = block.attn.kv_cache
             if old is not None and old.k.shape == shape and old.k.dtype == dtype and old.k.device == device:
-                old.k.zero_(), old.v.zero_()  # same buffers: a compiled step stays valid
+                old.k.zero_()  # the same buffers: a compiled sampling step stays valid
+                old.v.zero_()
             else:
                 block.attn.kv_cache = KVCache(*shape, dtype, device)
 
