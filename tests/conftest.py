@@ -1,10 +1,17 @@
 """Shared fixtures: tiny shapes shards and a tiny trained run, made once per test session."""
+import shutil
+
 import pytest
 import torch
 
 import train
 from data.prepare import prepare_shapes
 from tokenizer import TokenizerConfig, VideoTokenizer, save_tokenizer
+
+
+# torch.compile on CPU (inductor, also behind FlexAttention and the block mask) builds C++ code
+needs_compiler = pytest.mark.skipif(not any(shutil.which(c) for c in ("c++", "g++", "clang++")),
+                                    reason="torch.compile on CPU needs a C++ compiler (e.g. g++)")
 
 
 @pytest.fixture(scope="session")

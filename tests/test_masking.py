@@ -4,6 +4,7 @@ import torch
 
 from masking import (attention_mask, diffusion_forcing_mask, history_mask, mask_ratio,
                      num_masked_after, random_mask, training_mask, tube_mask)
+from conftest import needs_compiler
 
 
 def example_frame_ids():
@@ -50,6 +51,7 @@ def test_dense_mask_rows_and_batches():
     assert torch.equal(attention_mask(batch)[1], rule(batch[1]))
 
 
+@needs_compiler
 def test_block_mask_rule_equals_dense_mask():
     from torch.nn.attention.flex_attention import create_mask
     import masking

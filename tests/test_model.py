@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from masking import attention_mask, history_mask
 from model import GPT, GPTConfig
 from tokenizer import MASK, VISUAL_OFFSET, build_sequence, collate, encode_text
+from conftest import needs_compiler
 
 TEXT_LEN, FRAMES, H, W = 12, 3, 4, 4
 N = H * W
@@ -44,6 +45,7 @@ def test_later_frames_never_change_earlier_outputs(k):
     assert not torch.allclose(after[:, start:start + N], before[:, start:start + N])
 
 
+@needs_compiler
 def test_flex_attention_equals_dense_sdpa():
     pytest.importorskip("torch.nn.attention.flex_attention")
     sdpa, flex = tiny_model(), tiny_model(attn_impl="flex")
@@ -84,6 +86,7 @@ def loss_and_grads(model, b):
     return out["loss_sum"].detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
+@needs_compiler
 @pytest.mark.parametrize("variant", ["grad_checkpoint", "compiled"])
 def test_checkpointed_and_compiled_training_match_eager(variant):
     """Activation checkpointing and the compiled body (the GPU training paths, on CPU here, so
@@ -100,6 +103,7 @@ def test_checkpointed_and_compiled_training_match_eager(variant):
         torch.testing.assert_close(grads[name], ref_grads[name], atol=1e-5, rtol=1e-3, msg=name)
 
 
+@needs_compiler
 def test_compiled_body_with_flex_attention_equals_eager_sdpa():
     """FlexAttention traced inside the compiled body (forward only: it has no CPU backward)."""
     pytest.importorskip("torch.nn.attention.flex_attention")

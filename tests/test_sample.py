@@ -7,6 +7,7 @@ from masking import history_mask
 from model import GPT, GPTConfig
 from sample import FrameRunner, compile_for_sampling, generate, guided, save_video, unmask_frame
 from tokenizer import MASK, VISUAL_OFFSET, collate, encode_text, layout
+from conftest import needs_compiler
 
 FRAMES, H, W, TEXT_LEN, V = 3, 4, 4, 24, 32
 
@@ -32,6 +33,7 @@ def test_cached_sampling_equals_uncached(model):
     assert torch.equal(run(model, use_cache=True), run(model, use_cache=False))
 
 
+@needs_compiler
 def test_compiled_sampling_equals_eager():
     """The compiled sampling step (CUDA graphs on a GPU; plain inductor here) gives the eager
     tokens, and a second video reuses the same cache buffers and graph."""
