@@ -10,6 +10,7 @@ Each arm and seed trains into out_dir/<study>/<arm>_s<seed> (train.py) and is sc
 ShapesBench (eval.py). Finished runs are skipped, so an interrupted study continues where it
 stopped. Writes out_dir/<study>.md (mean and spread over seeds) and, with matplotlib, a PNG.
 """
+import contextlib
 import json
 import os
 
@@ -18,6 +19,7 @@ import numpy as np
 import eval as shapesbench
 import train
 from configurator import configure, print_config
+from sample import load_model
 
 STUDIES = {
     "rope": {  # sec. 3.2: distribution primary, scaling complementary, both beat 1D
@@ -91,9 +93,6 @@ def common_val_loss(out, mask_kind="tube", eval_iters=20):
     losses use their own masks, so they don't compare); cached in the run directory."""
     path = os.path.join(out, f"val_{mask_kind}_{eval_iters}.json")
     if not os.path.isfile(path):
-        import contextlib
-
-        from sample import load_model
         model, ckpt = load_model(out)
         cfg = dict(ckpt["config"], mask_kind=mask_kind, eval_iters=eval_iters, device="cpu")
         loss, per_frame = train.evaluate(model, train.Batches(cfg, "val", 0), cfg, "cpu",

@@ -14,9 +14,8 @@ import time
 import torch
 
 from configurator import configure, print_config
-from masking import training_mask
+from masking import flex_block_mask, training_mask
 from model import GPT, PRESETS, GPTConfig, device_peak_flops
-from masking import flex_block_mask
 from sample import FrameRunner, compile_for_sampling, generate, guided, gumbel
 from tokenizer import MASK, VISUAL_OFFSET, build_sequence, collate, layout
 
@@ -105,13 +104,14 @@ def bench_train_step(gpt_cfg, cfg, device, ctx):
     torch.manual_seed(0)
     model = GPT(gpt_cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=str(device).startswith("cuda"))
-    step_model = model.compile_body() if cfg["compile"] else model
+    if cfg["compile"]:
+        model.compile_body()
     b = train_batch(cfg, gpt_cfg.n_visual, device)
     mask = model.attention_mask(b["frame"])  # built once, as a training loop over one layout would
 
     def step():
         with ctx:
-            out = step_model(b["idx"], b["frame"], b["row"], b["col"], targets=b["targets"],
+            out = model(b["idx"], b["frame"], b["row"], b["col"], targets=b["targets"],
                              loss_mask=b["loss_mask"], mask=mask)
         (out["loss_sum"] / out["count"]).backward()
         opt.step()

@@ -44,12 +44,16 @@ class FrameRunner:
         if use_cache:
             model.setup_cache(self.idx.shape[0], self.idx.shape[1])
             prompt = torch.arange(text_len, device=self.idx.device)
-            model.forward_cached(self.idx[:, prompt], self.cos[:, prompt], self.sin[:, prompt],
-                                 attention_mask(seq["frame"], prompt), prompt)  # prefill
+            self._cached(prompt, attention_mask(seq["frame"], prompt))  # prefill the prompt
 
     def slots(self, k):
         start = self.text_len + k * self.n
         return torch.arange(start, start + self.n, device=self.idx.device)
+
+    def _cached(self, slots, mask):
+        """The tokens at `slots` through the model against the KV cache (written there too)."""
+        return self.model.forward_cached(self.idx[:, slots], self.cos[:, slots],
+                                         self.sin[:, slots], mask, slots)
 
     def _run(self, k):
         """Visual logits [rows, n, V] of frame k's tokens, writing them to the cache."""
@@ -57,8 +61,7 @@ class FrameRunner:
         if self.use_cache:
             if k not in self.masks:
                 self.masks[k] = attention_mask(self.seq["frame"], slots)  # (rows, n, L)
-            return self.model.forward_cached(self.idx[:, slots], self.cos[:, slots],
-                                             self.sin[:, slots], self.masks[k], slots)
+            return self._cached(slots, self.masks[k])
         end = self.text_len + (k + 1) * self.n  # uncached: the whole prefix (later tokens can't matter)
         s = {key: v[:, :end] for key, v in self.seq.items()}
         return self.model(self.idx[:, :end], s["frame"], s["row"], s["col"])[:, slots]
