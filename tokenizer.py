@@ -174,6 +174,8 @@ class TokenizerConfig:
     channels: tuple = (48, 96)         # width per stage; each stage after the first halves h, w
     res_blocks: int = 1                # residual blocks per stage
     temporal_kernel: int = 1           # causal kernel over latent frames in the last stage
+    norm: str = "none"                 # "group": per-frame GroupNorm in each residual block, which
+                                       # keeps wide tokenizers from diverging at lr 5e-3
 
 
 class CausalConv3d(nn.Conv3d):
@@ -192,18 +194,31 @@ class CausalConv3d(nn.Conv3d):
         return super().forward(x)
 
 
-class ResBlock(nn.Module):
-    """x + conv(silu(conv(silu(x)))); the last conv starts at zero so each block starts as identity."""
+class FrameGroupNorm(nn.GroupNorm):
+    """GroupNorm with statistics per frame, never across time (that would break causality)."""
 
-    def __init__(self, c, kernel):
+    def forward(self, x):                                   # (B, C, T, H, W)
+        y = super().forward(rearrange(x, "b c t h w -> (b t) c h w"))
+        return rearrange(y, "(b t) c h w -> b c t h w", b=x.shape[0])
+
+
+class ResBlock(nn.Module):
+    """x + conv(silu(norm(conv(silu(norm(x)))))); the last conv starts at zero so each block
+    starts as identity. norm is the identity unless norm="group"."""
+
+    def __init__(self, c, kernel, norm="none"):
         super().__init__()
+        if norm not in ("none", "group"):
+            raise ValueError(f"unknown tokenizer norm {norm!r}; choose 'none' or 'group'")
+        make_norm = (lambda: FrameGroupNorm(math.gcd(8, c), c)) if norm == "group" else nn.Identity
+        self.norm1, self.norm2 = make_norm(), make_norm()
         self.conv1 = CausalConv3d(c, c, kernel)
         self.conv2 = CausalConv3d(c, c, kernel)
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
 
     def forward(self, x):
-        return x + self.conv2(F.silu(self.conv1(F.silu(x))))
+        return x + self.conv2(F.silu(self.norm2(self.conv1(F.silu(self.norm1(x))))))
 
 
 def space_to_depth(x, s):
@@ -226,8 +241,8 @@ def depth_to_time(x, s):
     return rearrange(x, "b (c s) t h w -> b c (t s) h w", s=s)[:, :, s - 1:]
 
 
-def stage(c, n, kt):
-    return nn.Sequential(*[ResBlock(c, (kt, 3, 3)) for _ in range(n)])
+def stage(c, n, kt, norm):
+    return nn.Sequential(*[ResBlock(c, (kt, 3, 3), norm) for _ in range(n)])
 
 
 class Encoder(nn.Module):
@@ -243,7 +258,7 @@ class Encoder(nn.Module):
         self.s_t, self.patch = cfg.compression[0], cfg.compression[1] // 2 ** (len(c) - 1)
         self.stem = CausalConv3d(3 * self.s_t * self.patch ** 2, c[0], (1, 3, 3))
         kts = [1] * (len(c) - 1) + [cfg.temporal_kernel]   # mix latent frames at the end only
-        self.stages = nn.ModuleList(stage(ci, n, kt) for ci, kt in zip(c, kts))
+        self.stages = nn.ModuleList(stage(ci, n, kt, cfg.norm) for ci, kt in zip(c, kts))
         self.downs = nn.ModuleList(CausalConv3d(4 * ci, co, (1, 1, 1)) for ci, co in zip(c, c[1:]))
         self.out = CausalConv3d(c[-1], len(cfg.levels), (1, 1, 1))
 
@@ -266,7 +281,7 @@ class Decoder(nn.Module):
         self.s_t, self.patch = cfg.compression[0], cfg.compression[1] // 2 ** (len(c) - 1)
         self.inp = CausalConv3d(len(cfg.levels), c[0], (1, 1, 1))
         kts = [cfg.temporal_kernel] + [1] * (len(c) - 1)
-        self.stages = nn.ModuleList(stage(ci, n, kt) for ci, kt in zip(c, kts))
+        self.stages = nn.ModuleList(stage(ci, n, kt, cfg.norm) for ci, kt in zip(c, kts))
         self.ups = nn.ModuleList(CausalConv3d(ci, 4 * co, (1, 1, 1)) for ci, co in zip(c, c[1:]))
         self.out = CausalConv3d(c[-1], 3 * self.s_t * self.patch ** 2, (1, 3, 3))
 
@@ -388,7 +403,7 @@ TRAIN_DEFAULTS = dict(
     out_dir="out",                # writes {out_dir}/tokenizer.pt and tokenizer_recon.gif/.png
     height=32, width=32, frames=9,
     levels=(8, 5, 5, 5), compression=(4, 4, 4), channels=(48, 96), res_blocks=1,
-    temporal_kernel=1,
+    temporal_kernel=1, norm="none",
     n_videos=2000, n_images=2000,  # training pool, drawn once from the train split
     batch_size=8,                 # videos per step, plus as many images
     max_iters=3000, lr=5e-3, warmup_iters=100, min_lr=2.5e-4, l1_weight=0.1, grad_clip=1.0,

@@ -75,12 +75,12 @@ def test_fsq_straight_through_gradient():
 
 # --- video tokenizer ----------------------------------------------------------------------------
 
-def tiny_tokenizer(compression=(4, 4, 4), seed=0):
+def tiny_tokenizer(compression=(4, 4, 4), seed=0, norm="none"):
     """An untrained tokenizer with random weights at a gain where codes spread over the codebook
     (the default init starts residual branches at zero, which would give one code everywhere)."""
     torch.manual_seed(seed)
     model = VideoTokenizer(TokenizerConfig(levels=(8, 5, 5, 5), compression=compression,
-                                           channels=(8, 8), temporal_kernel=2))
+                                           channels=(8, 8), temporal_kernel=2, norm=norm))
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 1.5 / p[0].numel() ** 0.5 if p.ndim > 1 else 0.1)
@@ -91,9 +91,10 @@ def random_video(T, H=16, W=16, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (T, H, W, 3), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("compression", [(4, 4, 4), (2, 8, 8)])
-def test_encoder_is_causal_in_time(compression):
-    model = tiny_tokenizer(compression)
+@pytest.mark.parametrize("compression,norm", [((4, 4, 4), "none"), ((2, 8, 8), "none"),
+                                              ((4, 4, 4), "group")])
+def test_encoder_is_causal_in_time(compression, norm):
+    model = tiny_tokenizer(compression, norm=norm)
     s_t, s_h, s_w = compression
     video = random_video(1 + 3 * s_t)
     full = model.encode(video)
