@@ -208,8 +208,6 @@ class ResBlock(nn.Module):
 
     def __init__(self, c, kernel, norm="none"):
         super().__init__()
-        if norm not in ("none", "group"):
-            raise ValueError(f"unknown tokenizer norm {norm!r}; choose 'none' or 'group'")
         make_norm = (lambda: FrameGroupNorm(math.gcd(8, c), c)) if norm == "group" else nn.Identity
         self.norm1, self.norm2 = make_norm(), make_norm()
         self.conv1 = CausalConv3d(c, c, kernel)
@@ -307,6 +305,8 @@ class VideoTokenizer(nn.Module):
         if s_h != s_w or s_h % 2 ** (len(cfg.channels) - 1):
             raise ValueError(f"compression {cfg.compression}: need s_h == s_w, a multiple of "
                              f"2**(len(channels) - 1) (channels={cfg.channels})")
+        if cfg.norm not in ("none", "group"):
+            raise ValueError(f"unknown tokenizer norm {cfg.norm!r}; choose 'none' or 'group'")
         self.cfg = cfg
         self.compression = tuple(cfg.compression)
         self.encoder, self.decoder = Encoder(cfg), Decoder(cfg)
