@@ -482,11 +482,12 @@ def train_tokenizer(cfg, path=None):
     t0 = time.time()
     torch.manual_seed(cfg["seed"])
     torch.set_flush_denormal(True)  # denormal floats are slow on CPUs; zero is as good here
+    arch = {f: cfg[f] for f in TokenizerConfig.__dataclass_fields__}
+    model = VideoTokenizer(TokenizerConfig(**arch)).to(cfg["device"])  # bad settings fail here, early
     shape = (cfg["height"], cfg["width"], cfg["frames"])
+    model.check_geometry(cfg["frames"], cfg["height"], cfg["width"])
     videos = make_pool("train", "video", cfg["n_videos"], *shape)
     images = make_pool("train", "image", cfg["n_images"], *shape)
-    arch = {f: cfg[f] for f in TokenizerConfig.__dataclass_fields__}
-    model = VideoTokenizer(TokenizerConfig(**arch)).to(cfg["device"])
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     bar = tqdm(range(cfg["max_iters"]), desc="tokenizer", dynamic_ncols=True)
     for it in bar:
@@ -519,15 +520,23 @@ def train_tokenizer(cfg, path=None):
     return model
 
 
-if __name__ == "__main__":
+def main(argv=None):
     from configurator import configure, print_config
-    config = configure(TRAIN_DEFAULTS)
+    config = configure(TRAIN_DEFAULTS, argv)
     print("video tokenizer, resolved config:")
     print_config(config)
-    tokenizer = train_tokenizer(config)
+    try:
+        tokenizer = train_tokenizer(config)
+    except ValueError as e:  # a bad architecture or clip size: one line, not a traceback
+        raise SystemExit(f"error: {e}")
     s = tokenizer.stats
     print(f"validation PSNR: videos {s['psnr_video']:.2f} dB, images {s['psnr_image']:.2f} dB")
     print(f"codebook usage: {100 * s['code_usage']:.1f}% of {tokenizer.codebook_size} codes, "
           f"perplexity {s['perplexity']:.0f}")
     print(f"trained in {s['train_seconds']:.0f} s; wrote {config['out_dir']}/tokenizer.pt and "
           f"{config['out_dir']}/tokenizer_recon.gif")
+    return tokenizer
+
+
+if __name__ == "__main__":
+    main()

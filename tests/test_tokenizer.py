@@ -141,6 +141,16 @@ def test_bad_input_is_a_clear_value_error(video, message):
         tiny_tokenizer().encode(video)
 
 
+@pytest.mark.parametrize("override,message", [("--norm='batch'", "unknown tokenizer norm"),
+                                              ("--frames=8", "1 \\+ k\\*4 frames")])
+def test_bad_training_settings_stop_early_with_one_line(override, message, tmp_path, monkeypatch):
+    """python tokenizer.py with a bad setting: one error line, before any data is generated."""
+    import tokenizer
+    monkeypatch.setattr(tokenizer, "make_pool", lambda *a: pytest.fail("data generated first"))
+    with pytest.raises(SystemExit, match=message):
+        tokenizer.main([override, f"--out_dir={tmp_path}"])
+
+
 def test_decode_rejects_codes_out_of_range():
     with pytest.raises(ValueError, match="codes must lie in"):
         tiny_tokenizer().decode(torch.full((1, 4, 4), 1000))
