@@ -16,7 +16,8 @@ import torch
 from configurator import configure, print_config
 from masking import flex_block_mask, training_mask
 from model import GPT, PRESETS, GPTConfig, device_peak_flops
-from sample import FrameRunner, compile_for_sampling, generate, guided, gumbel
+from sample import (CFG_SCALE, STEPS, FrameRunner, compile_for_sampling, generate, guided,
+                    gumbel)
 from tokenizer import MASK, VISUAL_OFFSET, build_sequence, collate, layout
 
 
@@ -66,11 +67,11 @@ def next_token_decode(model, prompts, frames, h, w, text_len, cfg_scale, seed=0)
 def bench_sampling(model, cfg, device):
     frames, h, w, T = cfg["frames"], cfg["h"], cfg["w"], cfg["text_len"]
     prompts = [[1] * (T // 2)] * cfg["sample_batch"]
-    common = dict(steps=cfg["steps"], cfg_scale=3.0, progress=False)
+    common = dict(steps=cfg["steps"], progress=False)
     runs = {
         "ar_df_kv_cache": lambda: generate(model, prompts, frames, h, w, T, use_cache=True, **common),
         "ar_df_no_cache": lambda: generate(model, prompts, frames, h, w, T, use_cache=False, **common),
-        "next_token_kv_cache": lambda: next_token_decode(model, prompts, frames, h, w, T, 3.0),
+        "next_token_kv_cache": lambda: next_token_decode(model, prompts, frames, h, w, T, CFG_SCALE),
     }
     out = {}
     for name, fn in runs.items():
@@ -188,7 +189,7 @@ def loss_path_memory(gpt_cfg, cfg, device):
 def main(argv=None):
     cfg = configure(dict(
         model_size="tiny", n_visual=1000, frames=3, h=8, w=8, text_len=80, batch_size=8,
-        sample_batch=1, steps=8, repeat=3, loss_rows=32768, compile=False, attn_impl="sdpa",
+        sample_batch=1, steps=STEPS, repeat=3, loss_rows=32768, compile=False, attn_impl="sdpa",
         grad_checkpoint=False,
         device="cuda" if torch.cuda.is_available() else "cpu",
         dtype="bfloat16" if torch.cuda.is_available() else "float32", out="bench.json"), argv)

@@ -334,9 +334,11 @@ def main(argv=None):
     import json
     import os
     from configurator import configure, print_config
+    from sample import CFG_SCALE, HISTORY_RATIO, STEPS, TEMPERATURE
     cfg = configure(dict(out_dir="out", ckpt="ckpt.pt", calibrate=False, tokenizer_path="",
-                         height=32, width=32, frames=9, n_per_category=30, batch_size=32, steps=8,
-                         cfg=3.0, temperature=1.0, history_ratio=0.7, seed=0, name="",
+                         height=32, width=32, frames=9, n_per_category=30, batch_size=32,
+                         steps=STEPS, cfg=CFG_SCALE, temperature=TEMPERATURE,
+                         history_ratio=HISTORY_RATIO, seed=0, name="",
                          device="cuda" if torch.cuda.is_available() else "cpu"), argv)
     print_config(cfg)
     torch.set_flush_denormal(True)  # CPU: denormal floats are 10x slower and no more useful than 0
@@ -360,7 +362,7 @@ def main(argv=None):
     name = cfg["name"] or f"{os.path.basename(os.path.normpath(cfg['out_dir']))}/{cfg['ckpt']}"
     scores = score_all(clips, prompts)
     print(f"ShapesBench: {len(prompts)} prompts, steps={cfg['steps']} cfg={cfg['cfg']} "
-          f"history_ratio={cfg['history_ratio']}")
+          f"temperature={cfg['temperature']} history_ratio={cfg['history_ratio']}")
     print(format_table({name: scores}))
     stem = os.path.join(cfg["out_dir"], f"shapesbench_h{cfg['history_ratio']}")
     with open(stem + ".json", "w") as f:

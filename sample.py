@@ -18,6 +18,11 @@ from tqdm import tqdm
 from masking import attention_mask, history_mask, num_masked_after
 from tokenizer import MASK, VISUAL_OFFSET, collate, layout
 
+# Sampling defaults, here and nowhere else (sample.py, eval.py, ablate.py and train.py's
+# end-of-run samples read them). The official code uses 50 steps, guidance 15 and temperature 4.5;
+# a tiny model needs few steps, and stronger guidance hurts it (README, ShapesBench).
+STEPS, CFG_SCALE, TEMPERATURE, HISTORY_RATIO = 8, 3.0, 4.5, 0.7
+
 
 def gumbel(shape, generator, device):
     """Standard Gumbel noise from an explicit generator (reproducible sampling)."""
@@ -115,8 +120,9 @@ def unmask_frame(runner, k, batch_size, steps, cfg_scale, temperature, generator
 
 
 @torch.no_grad()
-def generate(model, prompts, frames, h, w, text_len, steps=8, cfg_scale=3.0, temperature=4.5,
-             history_ratio=0.7, first_frame=None, seed=0, use_cache=True, progress=True):
+def generate(model, prompts, frames, h, w, text_len, steps=STEPS, cfg_scale=CFG_SCALE,
+             temperature=TEMPERATURE, history_ratio=HISTORY_RATIO, first_frame=None, seed=0,
+             use_cache=True, progress=True):
     """
     AR-DF generation of len(prompts) videos of `frames` latent frames of h x w codes.
     prompts: list of token-id lists (tokenizer.encode_text). first_frame: optional codes
@@ -211,8 +217,8 @@ def main(argv=None):
     from tokenizer import encode_text, format_prompt, load_tokenizer
     cfg = configure(dict(
         out_dir="out", ckpt="ckpt.pt", prompt="a red circle moves right", prompt_file="",
-        image="", frames=0, num_samples=1, seed=0, steps=8, cfg=3.0, temperature=1.0,
-        history_ratio=0.7, sample_dir="", compile=False,
+        image="", frames=0, num_samples=1, seed=0, steps=STEPS, cfg=CFG_SCALE, temperature=TEMPERATURE,
+        history_ratio=HISTORY_RATIO, sample_dir="", compile=False,
         device="cuda" if torch.cuda.is_available() else "cpu"),
         argv)
     print_config(cfg)

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from configurator import configure, print_config
 from masking import training_mask
 from model import GPT, PRESETS, GPTConfig, device_peak_flops
+from sample import CFG_SCALE, STEPS
 from tokenizer import MASK, PAD_FRAME, build_sequence, collate, encode_text, format_prompt
 
 # -----------------------------------------------------------------------------
@@ -80,8 +81,8 @@ wandb_project = "nanolumos"
 # samples written at the end of training
 sample_prompts = ("a red circle moves right", "a blue square moves up",
                   "a green triangle moves left", "a yellow circle stays still", "a magenta square")
-sample_steps = 8
-sample_cfg = 3.0
+sample_steps = STEPS           # MaskGIT steps and guidance for them (sample.py's defaults)
+sample_cfg = CFG_SCALE
 # system
 device = "cuda" if torch.cuda.is_available() else "cpu"
 dtype = "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
