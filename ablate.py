@@ -49,8 +49,6 @@ def train_arm(cfg, arm, overrides, seed):
     if os.path.isfile(done):
         return out
     resume = os.path.isfile(os.path.join(out, "ckpt.pt"))  # interrupted mid-run: continue it
-    if not resume and os.path.isfile(os.path.join(out, "log.jsonl")):
-        os.remove(os.path.join(out, "log.jsonl"))  # a start that never reached a checkpoint
     args = dict(overrides, out_dir=out, seed=seed, max_iters=cfg["max_iters"],
                 eval_interval=cfg["eval_interval"], sample_prompts=(),
                 init_from="resume" if resume else "scratch")

@@ -105,17 +105,21 @@ def setup_distributed(cfg):
 
 
 def run_header(cfg, device):
-    """What every run log opens with: code version, libraries, device, resolved config."""
+    """What every run log opens with: code version, libraries, device, resolved config.
+    Printed, and returned for the first record of log.jsonl."""
     try:
         git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
     except OSError:
         git = ""
     dev = torch.cuda.get_device_name(device) if str(device).startswith("cuda") else platform.processor() or "cpu"
-    print(f"nanolumos git {git or 'unknown'} | python {platform.python_version()} | "
-          f"torch {torch.__version__} | numpy {np.__version__} | device {device} ({dev}), "
-          f"{torch.get_num_threads()} threads")
+    header = dict(git=git or "unknown", python=platform.python_version(), torch=torch.__version__,
+                  numpy=np.__version__, device=str(device), device_name=dev,
+                  threads=torch.get_num_threads(), config=cfg)
+    print(f"nanolumos git {header['git']} | python {header['python']} | torch {header['torch']} | "
+          f"numpy {header['numpy']} | device {device} ({dev}), {header['threads']} threads")
     print_config(cfg)
+    return header
 
 
 # -----------------------------------------------------------------------------
@@ -311,12 +315,16 @@ def write_samples(raw_model, cfg, meta, device):
 
 def main(argv=None):
     cfg = configure(DEFAULTS, argv)
+    ckpt_path = os.path.join(cfg["out_dir"], "ckpt.pt")
+    if cfg["init_from"] == "scratch" and os.path.exists(ckpt_path):  # never overwrite a run
+        raise SystemExit(f"error: {ckpt_path} exists: continue that run with --init_from=resume, "
+                         f"or start a new one in another --out_dir (or delete the old run first)")
     torch.set_flush_denormal(True)  # CPU: denormal floats are 10x slower and no more useful than 0
     rank, local_rank, world, device = setup_distributed(cfg)
     master = rank == 0
     if master:
         os.makedirs(cfg["out_dir"], exist_ok=True)
-        run_header(cfg, device)
+        header = run_header(cfg, device)
     if cfg["dataset"] == "shapes" and master and not os.path.isfile(os.path.join(cfg["data_dir"], "meta.json")):
         from data.prepare import prepare_shapes
         prepare_shapes(out=cfg["data_dir"], tokenizer_path=cfg["tokenizer_path"], height=cfg["height"],
@@ -336,7 +344,6 @@ def main(argv=None):
                          "backward); use --attn_impl=sdpa on CPU")
     train_data, val_data = Batches(cfg, "train", rank), Batches(cfg, "val", 0)
     meta = train_data.meta
-    ckpt_path = os.path.join(cfg["out_dir"], "ckpt.pt")
     iter_num, best_val = 0, float("inf")
     if cfg["init_from"] == "resume":
         ckpt = load_checkpoint(ckpt_path, device)
@@ -365,7 +372,11 @@ def main(argv=None):
     if world > 1:
         model = DDP(model, device_ids=[local_rank] if device_type == "cuda" else None)
 
-    log = open(os.path.join(cfg["out_dir"], "log.jsonl"), "a") if master else None
+    log = None
+    if master:  # a new run starts a new log; a resumed one appends, from a new header record
+        log = open(os.path.join(cfg["out_dir"], "log.jsonl"), "a" if cfg["init_from"] == "resume" else "w")
+        log.write(json.dumps(dict(run=dict(header, init_from=cfg["init_from"], iter=iter_num))) + "\n")
+        log.flush()
     if cfg["wandb_log"] and master:
         try:
             import wandb

@@ -38,6 +38,9 @@ def test_fresh_run_trains_checkpoints_and_samples(shards, tmp_path):
     assert (tmp_path / "samples" / "a_blue_square.png").is_file()
     ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     assert ckpt["iter_num"] == 4 and ckpt["config"]["batch_size"] == 4
+    with open(tmp_path / "log.jsonl") as f:  # the log opens with what ran, where, with what
+        header = json.loads(f.readline())["run"]
+    assert header["torch"] == torch.__version__ and header["config"]["batch_size"] == 4
 
 
 def test_resume_continues_exactly(shards, tmp_path):
@@ -86,6 +89,9 @@ def test_missing_and_corrupt_checkpoints_are_clear_errors(shards, tmp_path):
     with pytest.raises(SystemExit, match="not a readable checkpoint"):
         train.main(args(shards, tmp_path, init_from="resume"))
     assert (tmp_path / "ckpt.pt").read_bytes() == b"not a checkpoint"  # the user's file is kept
+    with pytest.raises(SystemExit, match="exists: continue that run with --init_from=resume"):
+        train.main(args(shards, tmp_path))  # a new run never overwrites an old one's checkpoint
+    assert (tmp_path / "ckpt.pt").read_bytes() == b"not a checkpoint"
 
 
 def test_empty_data_folder_is_a_clear_error(tmp_path):
