@@ -523,6 +523,11 @@ def train_tokenizer(cfg, path=None):
 def main(argv=None):
     from configurator import configure, print_config
     config = configure(TRAIN_DEFAULTS, argv)
+    path = os.path.join(config["out_dir"], "tokenizer.pt")
+    if os.path.exists(path):  # token shards encoded with it would decode with the new one: garbage
+        raise SystemExit(f"error: {path} exists, and the token shards made with it decode only with "
+                         f"it: train the new one with another --out_dir (or delete the old one and "
+                         f"its shards first)")
     print("video tokenizer, resolved config:")
     print_config(config)
     try:

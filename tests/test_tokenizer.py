@@ -151,6 +151,15 @@ def test_bad_training_settings_stop_early_with_one_line(override, message, tmp_p
         tokenizer.main([override, f"--out_dir={tmp_path}"])
 
 
+def test_training_never_overwrites_a_tokenizer(tmp_path):
+    """Shards encoded with a tokenizer decode only with it: python tokenizer.py keeps it."""
+    import tokenizer
+    (tmp_path / "tokenizer.pt").write_bytes(b"old")
+    with pytest.raises(SystemExit, match="tokenizer.pt exists"):
+        tokenizer.main([f"--out_dir={tmp_path}", "--max_iters=1"])
+    assert (tmp_path / "tokenizer.pt").read_bytes() == b"old"
+
+
 def test_decode_rejects_codes_out_of_range():
     with pytest.raises(ValueError, match="codes must lie in"):
         tiny_tokenizer().decode(torch.full((1, 4, 4), 1000))
