@@ -19,7 +19,7 @@ import numpy as np
 import eval as shapesbench
 import train
 from configurator import configure, print_config
-from sample import CFG_SCALE, STEPS, TEMPERATURE, load_model
+from sample import CFG_SCALE, HISTORY_RATIO, STEPS, TEMPERATURE, load_model
 
 STUDIES = {
     "rope": {  # sec. 3.2: distribution primary, scaling complementary, both beat 1D
@@ -72,7 +72,7 @@ def val_curve(out):
     return [evals[k] for k in sorted(evals)]
 
 
-def bench(out, cfg, history_ratio=0.7, seed=0):
+def bench(out, cfg, history_ratio=HISTORY_RATIO, seed=0):
     """ShapesBench scores of a trained run, cached in the run directory."""
     path = os.path.join(out, f"shapesbench_h{history_ratio}_s{seed}_cfg{cfg['cfg']}_steps{cfg['steps']}"
                              f"_t{cfg['temperature']}_n{cfg['n_per_category']}.json")

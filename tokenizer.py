@@ -531,14 +531,14 @@ def main(argv=None):
     print("video tokenizer, resolved config:")
     print_config(config)
     try:
-        tokenizer = train_tokenizer(config)
+        tokenizer = train_tokenizer(config, path)
     except ValueError as e:  # a bad architecture or clip size: one line, not a traceback
         raise SystemExit(f"error: {e}")
     s = tokenizer.stats
     print(f"validation PSNR: videos {s['psnr_video']:.2f} dB, images {s['psnr_image']:.2f} dB")
     print(f"codebook usage: {100 * s['code_usage']:.1f}% of {tokenizer.codebook_size} codes, "
           f"perplexity {s['perplexity']:.0f}")
-    print(f"trained in {s['train_seconds']:.0f} s; wrote {config['out_dir']}/tokenizer.pt and "
+    print(f"trained in {s['train_seconds']:.0f} s; wrote {path} and "
           f"{config['out_dir']}/tokenizer_recon.gif")
     return tokenizer
 
