@@ -174,6 +174,10 @@ class TokenizerConfig:
     channels: tuple = (48, 96)         # width per stage; each stage after the first halves h, w
     res_blocks: int = 1                # residual blocks per stage
     temporal_kernel: int = 1           # causal kernel over latent frames in the last stage
+    encoder_kernel: int = 1            # spatial kernel of the encoder's convolutions. 1: each code is
+                                       # a function of its own s_t x s_h x s_w block alone, so a
+                                       # code means the same thing wherever it sits, which the LM
+                                       # learns far faster (README); 3: neighbours leak in
     norm: str = "none"                 # "group": per-frame GroupNorm in each residual block, which
                                        # keeps wide tokenizers from diverging at lr 5e-3
 
@@ -239,8 +243,8 @@ def depth_to_time(x, s):
     return rearrange(x, "b (c s) t h w -> b c (t s) h w", s=s)[:, :, s - 1:]
 
 
-def stage(c, n, kt, norm):
-    return nn.Sequential(*[ResBlock(c, (kt, 3, 3), norm) for _ in range(n)])
+def stage(c, n, kt, norm, k=3):
+    return nn.Sequential(*[ResBlock(c, (kt, k, k), norm) for _ in range(n)])
 
 
 class Encoder(nn.Module):
@@ -254,9 +258,10 @@ class Encoder(nn.Module):
         super().__init__()
         c, n = cfg.channels, cfg.res_blocks
         self.s_t, self.patch = cfg.compression[0], cfg.compression[1] // 2 ** (len(c) - 1)
-        self.stem = CausalConv3d(3 * self.s_t * self.patch ** 2, c[0], (1, 3, 3))
+        k = cfg.encoder_kernel
+        self.stem = CausalConv3d(3 * self.s_t * self.patch ** 2, c[0], (1, k, k))
         kts = [1] * (len(c) - 1) + [cfg.temporal_kernel]   # mix latent frames at the end only
-        self.stages = nn.ModuleList(stage(ci, n, kt, cfg.norm) for ci, kt in zip(c, kts))
+        self.stages = nn.ModuleList(stage(ci, n, kt, cfg.norm, k) for ci, kt in zip(c, kts))
         self.downs = nn.ModuleList(CausalConv3d(4 * ci, co, (1, 1, 1)) for ci, co in zip(c, c[1:]))
         self.out = CausalConv3d(c[-1], len(cfg.levels), (1, 1, 1))
 
@@ -387,7 +392,8 @@ def load_tokenizer(path, device="cpu"):
         raise FileNotFoundError(f"no video tokenizer at {path}: {hint}")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
-        model = VideoTokenizer(TokenizerConfig(**ckpt["config"]))
+        # tokenizers saved before encoder_kernel existed used 3x3 encoder convolutions
+        model = VideoTokenizer(TokenizerConfig(**{"encoder_kernel": 3, **ckpt["config"]}))
         model.load_state_dict(ckpt["model"])
     except Exception as e:  # any unreadable or mismatched file: one message, not a traceback
         raise RuntimeError(f"could not load the video tokenizer {path} ({type(e).__name__}: "
@@ -403,7 +409,7 @@ TRAIN_DEFAULTS = dict(
     out_dir="out",                # writes {out_dir}/tokenizer.pt and tokenizer_recon.gif/.png
     height=32, width=32, frames=9,
     levels=(8, 5, 5, 5), compression=(4, 4, 4), channels=(48, 96), res_blocks=1,
-    temporal_kernel=1, norm="none",
+    temporal_kernel=1, norm="none", encoder_kernel=1,
     n_videos=2000, n_images=2000,  # training pool, drawn once from the train split
     batch_size=8,                 # videos per step, plus as many images
     max_iters=3000, lr=5e-3, warmup_iters=100, min_lr=2.5e-4, l1_weight=0.1, grad_clip=1.0,

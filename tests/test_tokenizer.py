@@ -75,12 +75,13 @@ def test_fsq_straight_through_gradient():
 
 # --- video tokenizer ----------------------------------------------------------------------------
 
-def tiny_tokenizer(compression=(4, 4, 4), seed=0, norm="none"):
+def tiny_tokenizer(compression=(4, 4, 4), seed=0, norm="none", encoder_kernel=3):
     """An untrained tokenizer with random weights at a gain where codes spread over the codebook
     (the default init starts residual branches at zero, which would give one code everywhere)."""
     torch.manual_seed(seed)
     model = VideoTokenizer(TokenizerConfig(levels=(8, 5, 5, 5), compression=compression,
-                                           channels=(8, 8), temporal_kernel=2, norm=norm))
+                                           channels=(8, 8), temporal_kernel=2, norm=norm,
+                                           encoder_kernel=encoder_kernel))
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 1.5 / p[0].numel() ** 0.5 if p.ndim > 1 else 0.1)
@@ -107,6 +108,22 @@ def test_encoder_is_causal_in_time(compression, norm):
         other = video.copy()
         other[1 + k * s_t:] = random_video(len(video) - 1 - k * s_t, seed=k + 1)
         assert torch.equal(model.encode(other)[:1 + k], full[:1 + k])
+
+
+@pytest.mark.parametrize("encoder_kernel", [1, 3])
+def test_local_encoder_codes_see_only_their_own_block(encoder_kernel):
+    # encoder_kernel=1: a code is a function of its s_t x s_h x s_w pixel block (and, causally,
+    # of the same block in earlier latent frames); with 3 the neighbours leak in
+    model = tiny_tokenizer(encoder_kernel=encoder_kernel)
+    video = random_video(9)
+    other = video.copy()
+    other[:, 4:8, 4:8] = random_video(9, 4, 4, seed=5)     # repaint block (1, 1), every frame
+    changed = (model.encode(video) != model.encode(other)).any(0)
+    assert changed[1, 1]
+    if encoder_kernel == 1:
+        assert changed.sum() == 1
+    else:
+        assert changed.sum() > 1
 
 
 def test_image_is_a_one_frame_video():
@@ -174,6 +191,17 @@ def test_save_load_round_trip(tmp_path):
     assert torch.equal(loaded.encode(video), model.encode(video))
     assert loaded.stats["psnr_video"] == 12.5 and loaded.compression == model.compression
     assert not (tmp_path / "tok.pt.tmp").exists()
+
+
+def test_tokenizer_saved_before_encoder_kernel_loads_as_3x3(tmp_path):
+    model = tiny_tokenizer(encoder_kernel=3)
+    path = str(tmp_path / "old.pt")
+    save_tokenizer(model, path)
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["config"]["encoder_kernel"]  # as written before the setting existed
+    torch.save(ckpt, path)
+    video = random_video(9)
+    assert torch.equal(load_tokenizer(path).encode(video), model.encode(video))
 
 
 def test_missing_or_corrupt_checkpoint_says_how_to_train(tmp_path):
