@@ -175,7 +175,7 @@ def plot_curves(curves, path):
 
 
 def main(argv=None):
-    cfg = configure(dict(study="rope", out_dir="out_ablate", seeds=3, max_iters=1500,
+    cfg = configure(dict(study="rope", out_dir="out_ablate", seeds=3, max_iters=train.max_iters,
                          eval_interval=250, n_per_category=10, cfg=CFG_SCALE, steps=STEPS,
                          temperature=TEMPERATURE, train_args="",
                          model_dir=""), argv)

@@ -62,7 +62,7 @@ text_drop = 0.1                # drop the text of this fraction of samples (clas
 # optimisation
 batch_size = 16                # per micro-batch and rank
 gradient_accumulation_steps = 1
-max_iters = 1500
+max_iters = 2000
 learning_rate = 5e-3
 min_lr = 5e-4
 warmup_iters = 100
