@@ -523,6 +523,10 @@ def train_tokenizer(cfg, path=None):
     model.stats = stats
     os.makedirs(cfg["out_dir"], exist_ok=True)
     save_comparison(model, val_videos[:8], cfg["out_dir"])
+    print(f"validation PSNR: videos {stats['psnr_video']:.2f} dB, images {stats['psnr_image']:.2f} dB")
+    print(f"codebook usage: {100 * stats['code_usage']:.1f}% of {model.codebook_size} codes, "
+          f"perplexity {stats['perplexity']:.0f}")
+    print(f"trained in {train_time:.0f} s; wrote {path} and {cfg['out_dir']}/tokenizer_recon.gif")
     return model
 
 
@@ -540,12 +544,6 @@ def main(argv=None):
         tokenizer = train_tokenizer(config, path)
     except ValueError as e:  # a bad architecture or clip size: one line, not a traceback
         raise SystemExit(f"error: {e}")
-    s = tokenizer.stats
-    print(f"validation PSNR: videos {s['psnr_video']:.2f} dB, images {s['psnr_image']:.2f} dB")
-    print(f"codebook usage: {100 * s['code_usage']:.1f}% of {tokenizer.codebook_size} codes, "
-          f"perplexity {s['perplexity']:.0f}")
-    print(f"trained in {s['train_seconds']:.0f} s; wrote {path} and "
-          f"{config['out_dir']}/tokenizer_recon.gif")
     return tokenizer
 
 
