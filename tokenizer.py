@@ -312,6 +312,9 @@ class VideoTokenizer(nn.Module):
                              f"2**(len(channels) - 1) (channels={cfg.channels})")
         if cfg.norm not in ("none", "group"):
             raise ValueError(f"unknown tokenizer norm {cfg.norm!r}; choose 'none' or 'group'")
+        if cfg.encoder_kernel < 1 or cfg.encoder_kernel % 2 == 0:
+            raise ValueError(f"encoder_kernel must be odd (1, 3, 5, ...), got {cfg.encoder_kernel}: "
+                             f"an even kernel would shift the frame by half a pixel")
         self.cfg = cfg
         self.compression = tuple(cfg.compression)
         self.encoder, self.decoder = Encoder(cfg), Decoder(cfg)
