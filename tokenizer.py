@@ -544,10 +544,9 @@ def main(argv=None):
     print("video tokenizer, resolved config:")
     print_config(config)
     try:
-        tokenizer = train_tokenizer(config, path)
+        return train_tokenizer(config, path)
     except ValueError as e:  # a bad architecture or clip size: one line, not a traceback
         raise SystemExit(f"error: {e}")
-    return tokenizer
 
 
 if __name__ == "__main__":
