@@ -5,6 +5,9 @@ The paper's three studies in miniature, with the same budget per arm and several
     python ablate.py --study=mask      # random vs diffusion-forcing vs tube training masks
     python ablate.py --study=history   # inference history-mask ratio on one trained model
     python ablate.py --study=history --model_dir=out_long   # ... on a model you already trained
+    python ablate.py --study=rope --arms=1d,mrope &         # a study in parallel lanes: each lane
+    python ablate.py --study=rope --arms=mmrope_noscale,mmrope  # trains its arms; a last plain run
+    python ablate.py --study=rope                            # (after both) writes the whole table
 
 Each arm and seed trains into out_dir/<study>/<arm>_s<seed> (train.py) and is scored with
 ShapesBench (eval.py). Finished runs are skipped, so an interrupted study continues where it
@@ -115,9 +118,20 @@ def table(rows, columns):
     return "\n".join(lines)
 
 
+def chosen_arms(cfg):
+    """The study's arms, or the subset named by --arms=a,b (one lane of a study run in parallel)."""
+    arms = STUDIES[cfg["study"]]
+    names = [a for a in cfg["arms"].split(",") if a] or list(arms)
+    unknown = [a for a in names if a not in arms]
+    if unknown:
+        raise SystemExit(f"error: unknown arm(s) {', '.join(unknown)} for the {cfg['study']} study; "
+                         f"its arms are {', '.join(arms)}")
+    return {a: arms[a] for a in names}
+
+
 def training_study(cfg):
     rows, curves = {}, {}
-    for arm, overrides in STUDIES[cfg["study"]].items():
+    for arm, overrides in chosen_arms(cfg).items():
         for seed in range(cfg["seeds"]):
             out = train_arm(cfg, arm, overrides, seed)
             curve = val_curve(out)
@@ -178,10 +192,12 @@ def main(argv=None):
     cfg = configure(dict(study="rope", out_dir="out_ablate", seeds=3, max_iters=train.max_iters,
                          eval_interval=250, n_per_category=10, cfg=CFG_SCALE, steps=STEPS,
                          temperature=TEMPERATURE, train_args="",
-                         model_dir=""), argv)
+                         model_dir="", arms=""), argv)
     print_config(cfg)
     if cfg["study"] not in (*STUDIES, "history"):
         raise SystemExit(f"error: unknown study {cfg['study']!r}; choose rope, mask or history")
+    if cfg["study"] == "history" and cfg["arms"]:
+        raise SystemExit("error: the history study has no arms (it scores one model at each ratio); drop --arms")
     rows, columns, curves = history_study(cfg) if cfg["study"] == "history" else training_study(cfg)
     what = (f"model {cfg['model_dir']}, {cfg['seeds']} sampling seeds" if cfg["model_dir"]
             else f"{cfg['seeds']} seeds, {cfg['max_iters']} iterations per arm")
@@ -192,14 +208,15 @@ def main(argv=None):
     if cfg["study"] == "mask":
         md += ("\n`val loss` and `val frame k`: each arm on its own kind of masks (the frame-wise "
                "imbalance); `val loss, tube masks`: every arm on the same tube-masked batches.\n")
-    path = os.path.join(cfg["out_dir"], f"{cfg['study']}.md")
+    name = cfg["study"] + (f"_{cfg['arms'].replace(',', '_')}" if cfg["arms"] else "")
+    path = os.path.join(cfg["out_dir"], f"{name}.md")
     os.makedirs(cfg["out_dir"], exist_ok=True)
     with open(path, "w") as f:
         f.write(md)
     print(md)
     print(f"wrote {path}")
     if curves:
-        plot_curves(curves, os.path.join(cfg["out_dir"], f"{cfg['study']}.png"))
+        plot_curves(curves, os.path.join(cfg["out_dir"], f"{name}.png"))
     return rows
 
 

@@ -44,3 +44,18 @@ def test_history_study_on_a_given_model(shards, trained_run, tmp_path):
     assert f"model {trained_run}" in (tmp_path / "history.md").read_text()
     with pytest.raises(SystemExit, match="no ckpt.pt"):
         ablate.main(study_args(shards, tmp_path, "history") + [f"--model_dir={tmp_path}"])
+
+
+def test_arms_split_a_study_into_lanes(shards, tmp_path):
+    """--arms trains only the named arms (one lane); a later full run reuses them."""
+    lane = ablate.main(study_args(shards, tmp_path, "rope") + ["--seeds=1", "--arms=1d,mmrope"])
+    assert list(lane) == ["1d", "mmrope"]
+    assert sorted(os.listdir(tmp_path / "rope")) == ["1d_s0", "mmrope_s0"]
+    assert "| mmrope |" in (tmp_path / "rope_1d_mmrope.md").read_text()
+    ckpt = tmp_path / "rope" / "1d_s0" / "ckpt.pt"
+    before = os.path.getmtime(ckpt)
+    whole = ablate.main(study_args(shards, tmp_path, "rope") + ["--seeds=1"])
+    assert list(whole) == list(ablate.STUDIES["rope"])
+    assert os.path.getmtime(ckpt) == before and whole["1d"] == lane["1d"]
+    with pytest.raises(SystemExit, match="unknown arm"):
+        ablate.main(study_args(shards, tmp_path, "rope") + ["--arms=2d"])
