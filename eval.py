@@ -204,6 +204,24 @@ def score_all(videos, prompts):
     return scores
 
 
+FAILURES = ("passed", "no object", "more than one object", "wrong colour", "wrong shape")
+
+
+def single_object_failures(videos, prompts):
+    """How the single_object prompts pass or fail, as {outcome: count} over FAILURES (the first
+    that applies, in that order): says whether a model misses the count, the colour or the shape."""
+    outcomes = dict.fromkeys(FAILURES, 0)
+    for video, prompt in zip(videos, prompts):
+        if prompt["category"] != "single_object":
+            continue
+        want, got = prompt["attrs"]["objects"][0], detect_objects(video)[0]
+        outcome = ("no object" if not got else "more than one object" if len(got) > 1
+                   else "wrong colour" if got[0]["colour"] != want["colour"]
+                   else "wrong shape" if got[0]["shape"] != want["shape"] else "passed")
+        outcomes[outcome] += 1
+    return outcomes
+
+
 def format_table(results):
     """A text table of {run name: score_all(...)}, one column per run, one row per category."""
     names = list(results)
@@ -364,9 +382,12 @@ def main(argv=None):
     print(f"ShapesBench: {len(prompts)} prompts, steps={cfg['steps']} cfg={cfg['cfg']} "
           f"temperature={cfg['temperature']} history_ratio={cfg['history_ratio']}")
     print(format_table({name: scores}))
+    failures = single_object_failures(clips, prompts)
+    print("single_object outcomes: " + ", ".join(f"{k} {v}" for k, v in failures.items()))
     stem = os.path.join(cfg["out_dir"], f"shapesbench_h{cfg['history_ratio']}")
     with open(stem + ".json", "w") as f:
-        json.dump(dict(scores=scores, config=cfg, checkpoint=os.path.join(cfg["out_dir"], cfg["ckpt"]),
+        json.dump(dict(scores=scores, single_object_outcomes=failures, config=cfg,
+                       checkpoint=os.path.join(cfg["out_dir"], cfg["ckpt"]),
                        iter_num=ckpt["iter_num"]), f, indent=2)
     by_category = {}
     for i, p in enumerate(prompts):

@@ -5,7 +5,7 @@ from PIL import Image
 
 from data.shapes import BACKGROUND, CATEGORIES, PALETTE, benchmark_prompts, make_sample
 from eval import (_blurred, _palette_blobs, detect_objects, format_table, label_components, save_grid,
-                  score_all, score_video)
+                  score_all, score_video, single_object_failures)
 
 
 @pytest.fixture(scope="module")
@@ -145,3 +145,20 @@ def test_grid_and_table_are_written(tmp_path, prompts):
     assert gif.n_frames == 9 and (tmp_path / "grid.png").exists()
     table = format_table({"truth": score_all([p["video"] for p in chosen], chosen)})
     assert "overall" in table.splitlines()[-1]
+
+
+def test_single_object_failures_say_what_went_wrong(prompts):
+    cases = [p for p in prompts if p["category"] == "single_object"][:4]
+    two = cases[0]["video"].copy()
+    two[:, -6:, -6:] = PALETTE[cases[0]["attrs"]["objects"][0]["colour"]]  # a second blob
+    other = next(c for c in PALETTE if c != cases[1]["attrs"]["objects"][0]["colour"])
+    recoloured = np.where((cases[1]["video"] != BACKGROUND).any(-1, keepdims=True),
+                          np.array(PALETTE[other], np.uint8), cases[1]["video"])
+    empty = np.full_like(cases[2]["video"], BACKGROUND)
+    videos = [two, recoloured, empty, cases[3]["video"]]
+    assert single_object_failures(videos, cases) == {
+        "passed": 1, "no object": 1, "more than one object": 1, "wrong colour": 1, "wrong shape": 0}
+    square = np.full_like(cases[3]["video"], BACKGROUND)
+    square[:, 8:20, 8:20] = PALETTE[cases[3]["attrs"]["objects"][0]["colour"]]
+    want_square = cases[3]["attrs"]["objects"][0]["shape"] == "square"
+    assert single_object_failures([square], cases[3:])["wrong shape"] == (0 if want_square else 1)
