@@ -90,19 +90,23 @@ def bench(out, cfg, history_ratio=HISTORY_RATIO, seed=0):
         return json.load(f)
 
 
-def common_val_loss(out, mask_kind="tube", eval_iters=20):
-    """Validation loss of a trained run under one mask kind for every arm (the arms' own val
-    losses use their own masks, so they don't compare); cached in the run directory."""
-    path = os.path.join(out, f"val_{mask_kind}_{eval_iters}.json")
+def final_val(out, mask_kind="", eval_iters=20):
+    """Validation loss and per-frame losses of a run's final checkpoint on the fixed validation
+    batches (train.VAL_SEED: the same clips and masks for every arm and seed), with the run's own
+    kind of mask, or `mask_kind` for every arm. Cached in the run directory."""
+    kind = mask_kind or "own"
+    path = os.path.join(out, f"val_{kind}_{eval_iters}_fixed.json")
     if not os.path.isfile(path):
         model, ckpt = load_model(out)
-        cfg = dict(ckpt["config"], mask_kind=mask_kind, eval_iters=eval_iters, device="cpu")
+        cfg = dict(ckpt["config"], eval_iters=eval_iters, device="cpu")
+        if mask_kind:
+            cfg["mask_kind"] = mask_kind
         loss, per_frame = train.evaluate(model, train.Batches(cfg, "val", 0), cfg, "cpu",
                                          contextlib.nullcontext())
         with open(path, "w") as f:
             json.dump(dict(loss=loss, per_frame=per_frame), f)
     with open(path) as f:
-        return json.load(f)["loss"]
+        return json.load(f)
 
 
 def mean_spread(values):
@@ -136,12 +140,13 @@ def training_study(cfg):
             out = train_arm(cfg, arm, overrides, seed)
             curve = val_curve(out)
             scores = bench(out, cfg)
+            own = final_val(out)
             r = rows.setdefault(arm, {})
-            r.setdefault("val loss", []).append(curve[-1][1])
-            for f, x in enumerate(curve[-1][2]):
+            r.setdefault("val loss", []).append(own["loss"])
+            for f, x in enumerate(own["per_frame"]):
                 r.setdefault(f"val frame {f}", []).append(x)
             if cfg["study"] == "mask":  # the arms compared on the same validation masks
-                r.setdefault("val loss, tube masks", []).append(common_val_loss(out))
+                r.setdefault("val loss, tube masks", []).append(final_val(out, "tube")["loss"])
             for c in ("overall",) + (VIDEO_CATEGORIES if cfg["study"] == "mask" else ()):
                 r.setdefault(c, []).append(scores.get(c, float("nan")))
             curves.setdefault(arm, []).append(curve)
@@ -208,6 +213,9 @@ def main(argv=None):
     if cfg["study"] == "mask":
         md += ("\n`val loss` and `val frame k`: each arm on its own kind of masks (the frame-wise "
                "imbalance); `val loss, tube masks`: every arm on the same tube-masked batches.\n")
+    if cfg["study"] != "history":
+        md += ("\nValidation losses: each run's final checkpoint on the same 20 validation batches "
+               "(the same clips for every arm and seed).\n")
     name = cfg["study"] + (f"_{cfg['arms'].replace(',', '_')}" if cfg["arms"] else "")
     path = os.path.join(cfg["out_dir"], f"{name}.md")
     os.makedirs(cfg["out_dir"], exist_ok=True)

@@ -125,6 +125,9 @@ def run_header(cfg, device):
 # -----------------------------------------------------------------------------
 # data
 
+VAL_SEED = 0  # validation batches: the same for every run on the same data, whatever its seed
+
+
 class Batches:
     """
     Training and validation batches from token shards. Every draw is a pure function of
@@ -161,11 +164,13 @@ class Batches:
 
     def generator(self, step, micro):
         # keyed by the global micro-batch index (rank * accumulation + micro): 2 ranks x 1
-        # micro-step draw exactly the data of 1 rank x 2 micro-steps
+        # micro-step draw exactly the data of 1 rank x 2 micro-steps. Validation batches do not
+        # depend on the run's seed: runs with different seeds are scored on the same clips and masks.
         g = torch.Generator()
         split_id = 0 if self.split == "train" else 1
+        seed = self.cfg["seed"] if self.split == "train" else VAL_SEED
         index = self.rank * self.cfg["gradient_accumulation_steps"] + micro
-        return g.manual_seed(hash((self.cfg["seed"], split_id, step, index)) % 2**62)
+        return g.manual_seed(hash((seed, split_id, step, index)) % 2**62)
 
     def get(self, step, micro=0):
         """One micro-batch as a dict of [B, L] tensors: idx (MASK at the masked positions),

@@ -107,3 +107,16 @@ def test_presets_are_valid_configs_with_valid_models(preset):
     assert GPTConfig(**PRESETS[cfg["model_size"]]).head_dim % 32 == 0  # mmrope's blocks of 16
     if preset == "shapes_tiny":  # the preset spells out the defaults
         assert cfg == train.DEFAULTS
+
+
+def test_validation_batches_do_not_depend_on_the_seed(shards):
+    """Runs with different seeds are scored on the same validation clips and masks (their own
+    training batches differ), so validation losses compare across seeds."""
+    cfg = dict(train.DEFAULTS, data_dir=str(shards / "shards"), batch_size=4, image_ratio=0.5)
+    def batches(split, seed):
+        b = train.Batches(dict(cfg, seed=seed), split, 0)
+        return [b.get(0, k) for k in range(4)]
+    for split, same in (("val", True), ("train", False)):
+        a, b = batches(split, 0), batches(split, 1337)
+        equal = all(x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x) for x, y in zip(a, b))
+        assert equal == same, split
