@@ -204,13 +204,13 @@ def score_all(videos, prompts):
     return scores
 
 
-FAILURES = ("passed", "no object", "more than one object", "wrong colour", "wrong shape")
+OUTCOMES = ("passed", "no object", "more than one object", "wrong colour", "wrong shape")
 
 
-def single_object_failures(videos, prompts):
-    """How the single_object prompts pass or fail, as {outcome: count} over FAILURES (the first
+def single_object_outcomes(videos, prompts):
+    """How the single_object prompts pass or fail, as {outcome: count} over OUTCOMES (the first
     that applies, in that order): says whether a model misses the count, the colour or the shape."""
-    outcomes = dict.fromkeys(FAILURES, 0)
+    outcomes = dict.fromkeys(OUTCOMES, 0)
     for video, prompt in zip(videos, prompts):
         if prompt["category"] != "single_object":
             continue
@@ -382,11 +382,11 @@ def main(argv=None):
     print(f"ShapesBench: {len(prompts)} prompts, steps={cfg['steps']} cfg={cfg['cfg']} "
           f"temperature={cfg['temperature']} history_ratio={cfg['history_ratio']}")
     print(format_table({name: scores}))
-    failures = single_object_failures(clips, prompts)
-    print("single_object outcomes: " + ", ".join(f"{k} {v}" for k, v in failures.items()))
+    outcomes = single_object_outcomes(clips, prompts)
+    print("single_object outcomes: " + ", ".join(f"{k} {v}" for k, v in outcomes.items()))
     stem = os.path.join(cfg["out_dir"], f"shapesbench_h{cfg['history_ratio']}")
     with open(stem + ".json", "w") as f:
-        json.dump(dict(scores=scores, single_object_outcomes=failures, config=cfg,
+        json.dump(dict(scores=scores, single_object_outcomes=outcomes, config=cfg,
                        checkpoint=os.path.join(cfg["out_dir"], cfg["ckpt"]),
                        iter_num=ckpt["iter_num"]), f, indent=2)
     by_category = {}

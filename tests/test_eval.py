@@ -5,7 +5,7 @@ from PIL import Image
 
 from data.shapes import BACKGROUND, CATEGORIES, PALETTE, benchmark_prompts, make_sample
 from eval import (_blurred, _palette_blobs, detect_objects, format_table, label_components, save_grid,
-                  score_all, score_video, single_object_failures)
+                  score_all, score_video, single_object_outcomes)
 
 
 @pytest.fixture(scope="module")
@@ -156,9 +156,9 @@ def test_single_object_failures_say_what_went_wrong(prompts):
                           np.array(PALETTE[other], np.uint8), cases[1]["video"])
     empty = np.full_like(cases[2]["video"], BACKGROUND)
     videos = [two, recoloured, empty, cases[3]["video"]]
-    assert single_object_failures(videos, cases) == {
+    assert single_object_outcomes(videos, cases) == {
         "passed": 1, "no object": 1, "more than one object": 1, "wrong colour": 1, "wrong shape": 0}
     square = np.full_like(cases[3]["video"], BACKGROUND)
     square[:, 8:20, 8:20] = PALETTE[cases[3]["attrs"]["objects"][0]["colour"]]
     want_square = cases[3]["attrs"]["objects"][0]["shape"] == "square"
-    assert single_object_failures([square], cases[3:])["wrong shape"] == (0 if want_square else 1)
+    assert single_object_outcomes([square], cases[3:])["wrong shape"] == (0 if want_square else 1)
