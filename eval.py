@@ -208,16 +208,18 @@ OUTCOMES = ("passed", "no object", "more than one object", "wrong colour", "wron
 
 
 def single_object_outcomes(videos, prompts):
-    """How the single_object prompts pass or fail, as {outcome: count} over OUTCOMES (the first
-    that applies, in that order): says whether a model misses the count, the colour or the shape."""
+    """How the single_object prompts pass or fail, as {outcome: count} over OUTCOMES: passed is
+    the benchmark's own check, a failure counts under the first reason that applies, in order.
+    Says whether a model misses the count, the colour or the shape."""
     outcomes = dict.fromkeys(OUTCOMES, 0)
     for video, prompt in zip(videos, prompts):
         if prompt["category"] != "single_object":
             continue
-        want, got = prompt["attrs"]["objects"][0], detect_objects(video)[0]
-        outcome = ("no object" if not got else "more than one object" if len(got) > 1
-                   else "wrong colour" if got[0]["colour"] != want["colour"]
-                   else "wrong shape" if got[0]["shape"] != want["shape"] else "passed")
+        frames = detect_objects(video)
+        want, got = prompt["attrs"]["objects"][0], frames[0]
+        outcome = ("passed" if _single_object(frames, prompt["attrs"]) else "no object" if not got
+                   else "more than one object" if len(got) > 1
+                   else "wrong colour" if got[0]["colour"] != want["colour"] else "wrong shape")
         outcomes[outcome] += 1
     return outcomes
 

@@ -147,7 +147,7 @@ def test_grid_and_table_are_written(tmp_path, prompts):
     assert "overall" in table.splitlines()[-1]
 
 
-def test_single_object_failures_say_what_went_wrong(prompts):
+def test_single_object_outcomes_say_what_went_wrong(prompts):
     cases = [p for p in prompts if p["category"] == "single_object"][:4]
     two = cases[0]["video"].copy()
     two[:, -6:, -6:] = PALETTE[cases[0]["attrs"]["objects"][0]["colour"]]  # a second blob
