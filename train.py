@@ -172,9 +172,10 @@ class Batches:
         index = self.rank * self.cfg["gradient_accumulation_steps"] + micro
         return g.manual_seed(hash((seed, split_id, step, index)) % 2**62)
 
-    def get(self, step, micro=0):
+    def get(self, step, micro=0, text=True):
         """One micro-batch as a dict of [B, L] tensors: idx (MASK at the masked positions),
-        targets (clean), loss_mask, frame, row, col."""
+        targets (clean), loss_mask, frame, row, col. text=False: the same clips and masks with
+        every prompt dropped (the unconditional sequences of classifier-free guidance)."""
         cfg, g = self.cfg, self.generator(step, micro)
         use_images = "image" in self.kinds and (
             "video" not in self.kinds or torch.rand(1, generator=g).item() < cfg["image_ratio"])
@@ -182,7 +183,7 @@ class Batches:
         pick = torch.randint(len(prompts), (cfg["batch_size"],), generator=g).tolist()
         drop = (torch.rand(len(pick), generator=g) < cfg["text_drop"]).tolist()
         clips = torch.from_numpy(np.stack([codes[i] for i in pick]).astype(np.int64))  # (B, F, h, w)
-        batch = collate([build_sequence(None if d else prompts[i], c, cfg["text_len"])
+        batch = collate([build_sequence(None if d or not text else prompts[i], c, cfg["text_len"])
                          for i, d, c in zip(pick, drop, clips)])
         B, F, h, w = clips.shape
         mask = training_mask(cfg["mask_kind"], B, F, h * w, g, cfg["mask_floor"])  # (B, F, N)
@@ -275,12 +276,14 @@ def rng_state():
 # evaluation
 
 @torch.no_grad()
-def evaluate(model, batches, cfg, device, ctx):
-    """Validation loss overall and per frame, on fixed (seeded) batches and masks."""
+def evaluate(model, batches, cfg, device, ctx, text=True):
+    """Validation loss overall and per frame, on fixed (seeded) batches and masks.
+    text=False scores the same batches with every prompt dropped: the gap between the two is
+    how much the model uses the prompt."""
     model.eval()
     loss, count, frame_loss, frame_count = 0.0, 0, {}, {}
     for k in range(cfg["eval_iters"]):
-        b = {key: v.to(device) for key, v in batches.get(0, k).items()}
+        b = {key: v.to(device) for key, v in batches.get(0, k, text=text).items()}
         with ctx:
             out = model(b["idx"], b["frame"], b["row"], b["col"], targets=b["targets"],
                         loss_mask=b["loss_mask"])
@@ -406,10 +409,13 @@ def main(argv=None):
         if (iter_num % cfg["eval_interval"] == 0 and iter_num > 0) or iter_num == cfg["max_iters"]:
             if master:
                 val_loss, per_frame = evaluate(raw_model, val_data, cfg, device, ctx)
+                no_text, _ = evaluate(raw_model, val_data, cfg, device, ctx, text=False)
                 best_val = min(best_val, val_loss)
                 bar.write(f"iter {iter_num}: val loss {val_loss:.4f} | per frame "
-                          + " ".join(f"{x:.3f}" for x in per_frame))
-                log.write(json.dumps(dict(iter=iter_num, val_loss=val_loss, val_frame_loss=per_frame)) + "\n")
+                          + " ".join(f"{x:.3f}" for x in per_frame)
+                          + f" | without the prompt {no_text:.4f} (text gain {no_text - val_loss:+.4f})")
+                log.write(json.dumps(dict(iter=iter_num, val_loss=val_loss, val_frame_loss=per_frame,
+                                          val_loss_no_text=no_text)) + "\n")
                 log.flush()
                 if cfg["always_save_checkpoint"] or val_loss <= best_val:
                     checkpoint(val_loss, per_frame)

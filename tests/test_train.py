@@ -120,3 +120,18 @@ def test_validation_batches_do_not_depend_on_the_seed(shards):
         a, b = batches(split, 0), batches(split, 1337)
         equal = all(x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x) for x, y in zip(a, b))
         assert equal == same, split
+
+
+def test_validation_without_the_prompt_keeps_clips_and_masks(shards):
+    """evaluate(text=False) scores the same clips and masks with every prompt dropped, so the
+    gap to the ordinary validation loss measures how much the model uses the prompt."""
+    from tokenizer import TEXT_FRAME
+    cfg = dict(train.DEFAULTS, data_dir=str(shards / "shards"), batch_size=4, image_ratio=0.5)
+    val = train.Batches(cfg, "val", 0)
+    for k in range(4):
+        cond, uncond = val.get(0, k), val.get(0, k, text=False)
+        n_vis = int((cond["frame"][0] >= 0).sum())  # visual slots: the same count in every row
+        for key in ("targets", "loss_mask", "frame", "row", "col"):
+            assert torch.equal(cond[key][:, -n_vis:], uncond[key][:, -n_vis:]), key
+        assert (cond["frame"] == TEXT_FRAME).any(1).sum() >= 3  # text_drop: a few rows lose it
+        assert not (uncond["frame"] == TEXT_FRAME).any()
