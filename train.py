@@ -25,7 +25,7 @@ from configurator import configure, print_config
 from masking import training_mask
 from model import GPT, PRESETS, GPTConfig, device_peak_flops
 from sample import CFG_SCALE, STEPS
-from tokenizer import MASK, PAD_FRAME, build_sequence, collate, encode_text, format_prompt
+from tokenizer import MASK, PAD_FRAME, TEXT_FRAME, build_sequence, collate, encode_text, format_prompt
 
 # -----------------------------------------------------------------------------
 # default config: the tiny preset, end to end on a laptop CPU
@@ -51,6 +51,7 @@ n_head = 0
 n_kv_head = 0
 n_embd = 0
 ffn_hidden = 0
+head_size = 0                  # 0: n_embd // n_head
 rope_kind = "mmrope"           # '1d' | 'mrope' | 'mmrope'
 rope_scaling = True            # scale visual positions by the tokenizer's compression
 attn_impl = "sdpa"             # 'sdpa' | 'flex'
@@ -59,6 +60,8 @@ grad_checkpoint = False        # activation checkpointing: recompute each block 
 mask_kind = "tube"             # 'tube' | 'random' | 'diffusion_forcing'
 mask_floor = 0.7               # rho = max(cos(pi u / 2), mask_floor)
 text_drop = 0.1                # drop the text of this fraction of samples (classifier-free guidance)
+text_loss = 1.0                # ours: weight of a next-byte loss on the prompt; 0 = the paper (no
+                               # text loss). Byte-level prompts must be learned from scratch (README)
 # optimisation
 batch_size = 16                # per micro-batch and rank
 gradient_accumulation_steps = 1
@@ -205,11 +208,11 @@ class Batches:
 
 def model_config(cfg, meta):
     shape = dict(PRESETS[cfg["model_size"]])
-    shape.update({k: cfg[k] for k in ("n_layer", "n_head", "n_kv_head", "n_embd", "ffn_hidden") if cfg[k]})
+    shape.update({k: cfg[k] for k in ("n_layer", "n_head", "n_kv_head", "n_embd", "ffn_hidden", "head_size") if cfg[k]})
     scales = tuple(meta["compression"]) if cfg["rope_scaling"] else (1, 1, 1)
     return GPTConfig(**shape, n_visual=meta["codebook_size"], rope_kind=cfg["rope_kind"],
                      rope_scales=scales, attn_impl=cfg["attn_impl"],
-                     grad_checkpoint=cfg["grad_checkpoint"])
+                     grad_checkpoint=cfg["grad_checkpoint"], text_head=cfg["text_loss"] > 0)
 
 
 def make_optimizer(model, cfg, device):
@@ -429,9 +432,13 @@ def main(argv=None):
         micro = [train_data.get(iter_num, m) for m in range(accum)]
         # AR-DF loss normalised by the masked tokens of the whole global batch (sec. 3.3)
         count = torch.tensor(float(sum(b["loss_mask"].sum() for b in micro)), device=device)
+        # the text loss, if on, is the mean over the global batch's prompt tokens
+        text_count = torch.tensor(float(sum(((b["frame"][:, :-1] == TEXT_FRAME) & (b["frame"][:, 1:] == TEXT_FRAME)).sum()
+                                            for b in micro)), device=device)
         if world > 1:
             dist.all_reduce(count)
-        loss_sum, frame_loss, frame_count = 0.0, 0, 0
+            dist.all_reduce(text_count)
+        loss_sum, frame_loss, frame_count, text_sum = 0.0, 0, 0, 0.0
         for m, b in enumerate(micro):
             b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
             last = m == accum - 1
@@ -441,8 +448,12 @@ def main(argv=None):
                     out = model(b["idx"], b["frame"], b["row"], b["col"], targets=b["targets"],
                                 loss_mask=b["loss_mask"])
                 # DDP averages gradients over ranks: scale by world to get the global-batch mean
-                (out["loss_sum"] * world / count).backward()
+                objective = out["loss_sum"] / count
+                if "text_loss_sum" in out:
+                    objective = objective + cfg["text_loss"] * out["text_loss_sum"] / text_count.clamp(min=1)
+                (objective * world).backward()
             loss_sum += out["loss_sum"].detach()
+            text_sum += out["text_loss_sum"].detach() if "text_loss_sum" in out else 0.0
             frame_loss = frame_loss + out["frame_loss_sum"]
             frame_count = frame_count + out["frame_count"]
             tokens_since += b["idx"].numel()
@@ -450,6 +461,8 @@ def main(argv=None):
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
         if world > 1:
             dist.all_reduce(loss_sum)
+            if cfg["text_loss"]:
+                dist.all_reduce(text_sum)
         loss = (loss_sum / count).item()
         if not math.isfinite(loss):
             raise SystemExit(f"error: loss is {loss} at iter {iter_num}; stopping. The last good "
@@ -465,11 +478,14 @@ def main(argv=None):
         if iter_num % cfg["log_interval"] == 0 and master:
             dt = time.time() - t_log
             per_frame = (frame_loss / frame_count.clamp(min=1)).tolist()
-            rec = dict(iter=iter_num, loss=loss, frame_loss=per_frame, grad_norm=float(grad_norm),
+            rec = dict(iter=iter_num, loss=loss, frame_loss=per_frame,
+                       text_loss=float(text_sum / text_count.clamp(min=1)) if cfg["text_loss"] else None,
+                       grad_norm=float(grad_norm),
                        lr=lr, tokens_per_s=tokens_since * world / dt,
                        mfu=flops_since * world / dt / peak if peak else None,
                        peak_mem_gb=torch.cuda.max_memory_allocated() / 1e9 if device_type == "cuda" else None)
             bar.write(f"iter {iter_num}: loss {loss:.4f} | frames " + " ".join(f"{x:.2f}" for x in per_frame)
+                      + (f" | text {rec['text_loss']:.3f}" if cfg["text_loss"] else "")
                       + f" | grad {rec['grad_norm']:.2f} | lr {lr:.2e} | {rec['tokens_per_s']:.0f} tok/s"
                       + (f" | mfu {100 * rec['mfu']:.1f}%" if rec["mfu"] else "")
                       + (f" | mem {rec['peak_mem_gb']:.2f} GB" if rec["peak_mem_gb"] else ""))

@@ -168,3 +168,29 @@ def test_bad_config_is_a_clear_value_error():
         GPT(GPTConfig(n_embd=128, n_head=4, n_kv_head=3))
     with pytest.raises(ValueError, match="unknown rope kind"):
         GPT(GPTConfig(rope_kind="xyz"))
+
+
+def test_text_loss_is_next_byte_prediction_on_the_prompt_only():
+    """text_head (train.py's text_loss): each prompt token predicts the next one, BOS to EOT. It
+    sees only the prompt before it (text is causal), so no visual token changes it, and a sample
+    without text adds nothing."""
+    model = tiny_model(text_head=True)
+    b = batch(text="a red cat")  # row 0 with text, row 1 the same clip without
+    loss_mask = torch.zeros_like(b["idx"], dtype=torch.bool)
+    loss_mask[:, TEXT_LEN:] = True
+    targets = b["idx"].clone()
+    out = model(b["idx"], b["frame"], b["row"], b["col"], targets=targets, loss_mask=loss_mask)
+    ids = encode_text("a red cat")
+    assert out["text_count"] == len(ids) - 1
+    with torch.no_grad():
+        h = model.hidden(b["idx"][:1], *model.rope(b["frame"][:1], b["row"][:1], b["col"][:1]),
+                         attention_mask(b["frame"][:1]))
+    start = TEXT_LEN - len(ids)
+    expected = F.cross_entropy(model.text_head(h[0, start:TEXT_LEN - 1]), torch.tensor(ids[1:]),
+                               reduction="sum")
+    torch.testing.assert_close(out["text_loss_sum"], expected)
+    other = b["idx"].clone()
+    other[:, TEXT_LEN:] = VISUAL_OFFSET + (other[:, TEXT_LEN:] - VISUAL_OFFSET + 7) % 32
+    out2 = model(other, b["frame"], b["row"], b["col"], targets=other, loss_mask=loss_mask)
+    torch.testing.assert_close(out2["text_loss_sum"], out["text_loss_sum"])
+    assert not torch.allclose(out2["loss_sum"], out["loss_sum"])

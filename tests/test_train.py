@@ -69,7 +69,7 @@ def test_ddp_equals_gradient_accumulation(shards, tmp_path):
     """2 gloo processes x 1 micro-batch == 1 process x 2 micro-batches: same global batch,
     same masked-token normalisation, same losses and weights."""
     ddp, accum = tmp_path / "ddp", tmp_path / "accum"
-    common = dict(max_iters=3, eval_interval=100, text_drop=0.5)
+    common = dict(max_iters=3, eval_interval=100, text_drop=0.5, text_loss=0.5)  # both losses
     mp.spawn(_ddp_worker, args=(2, free_port(), args(shards, ddp, **common)), nprocs=2)
     train.main(args(shards, accum, gradient_accumulation_steps=2, **common))
     a, b = train_losses(ddp), train_losses(accum)
