@@ -27,7 +27,6 @@ class GPTConfig:
     n_kv_head: int = 2           # grouped-query attention: n_head % n_kv_head == 0
     n_embd: int = 128
     ffn_hidden: int = 384        # SwiGLU hidden width
-    head_size: int = 0           # per-head width; 0: n_embd // n_head (may exceed it: n_head * head_size != n_embd)
     n_visual: int = 1000         # visual codebook size: the only logits ever used
     visual_offset: int = 260     # token id of visual code 0 (tokenizer.VISUAL_OFFSET)
     rope_kind: str = "mmrope"    # '1d' | 'mrope' | 'mmrope'
@@ -51,7 +50,7 @@ class GPTConfig:
 
     @property
     def head_dim(self):
-        return self.head_size or self.n_embd // self.n_head
+        return self.n_embd // self.n_head
 
 
 # Model shapes. tiny/small for this project's runs; 1b/3b are the paper's sizes (Llama-3.2-like,
@@ -207,7 +206,7 @@ class MaskedRowCrossEntropy(torch.autograd.Function):
 class GPT(nn.Module):
     def __init__(self, cfg):
         super().__init__()
-        if (cfg.n_embd % cfg.n_head and not cfg.head_size) or cfg.n_head % cfg.n_kv_head:
+        if cfg.n_embd % cfg.n_head or cfg.n_head % cfg.n_kv_head:
             raise ValueError(f"n_embd ({cfg.n_embd}) must be divisible by n_head ({cfg.n_head}) "
                              f"and n_head by n_kv_head ({cfg.n_kv_head})")
         rope_cos_sin(torch.zeros(3, 1, dtype=torch.long), cfg.head_dim, cfg.rope_kind)  # validates
@@ -218,7 +217,8 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
-        # untied head over the visual codes only: text logits would never be used (no text loss)
+        # untied head over the visual codes only: the method predicts no text (the optional text
+        # loss has its own head, below)
         self.head = nn.Linear(cfg.n_embd, cfg.n_visual, bias=False)
         # optional next-byte head over the text and special ids (train.py's text_loss; not the paper's)
         self.text_head = nn.Linear(cfg.n_embd, cfg.visual_offset, bias=False) if cfg.text_head else None
@@ -299,7 +299,7 @@ class GPT(nn.Module):
         out = dict(loss_sum=loss_sum, count=loss_mask.sum(), frame_loss_sum=frame_loss,
                    frame_count=frame_count)
         if self.text_head is not None:  # each prompt token predicts the next one (text is causal)
-            pairs = (frame[:, :-1] == TEXT_FRAME) & (frame[:, 1:] == TEXT_FRAME)
+            pairs = prompt_pairs(frame)
             text_logits = self.text_head(h[:, :-1][pairs]).float()
             out["text_loss_sum"] = F.cross_entropy(text_logits, targets[:, 1:][pairs], reduction="sum")
             out["text_count"] = pairs.sum()
@@ -347,6 +347,11 @@ class GPT(nn.Module):
         attn = 12 * c.n_layer * c.n_head * c.head_dim * pairs  # q.k and p.v, 3x for backward
         head = 6 * c.n_embd * c.n_visual * n_masked
         return 6 * body * L + attn + head
+
+
+def prompt_pairs(frame):
+    """[B, L-1] True where token t and t+1 are both prompt tokens: the rows of the text loss."""
+    return (frame[:, :-1] == TEXT_FRAME) & (frame[:, 1:] == TEXT_FRAME)
 
 
 def _attended_pairs(frame):

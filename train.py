@@ -23,9 +23,9 @@ from tqdm import tqdm
 
 from configurator import configure, print_config
 from masking import training_mask
-from model import GPT, PRESETS, GPTConfig, device_peak_flops
+from model import GPT, PRESETS, GPTConfig, device_peak_flops, prompt_pairs
 from sample import CFG_SCALE, STEPS
-from tokenizer import MASK, PAD_FRAME, TEXT_FRAME, build_sequence, collate, encode_text, format_prompt
+from tokenizer import MASK, PAD_FRAME, build_sequence, collate, encode_text, format_prompt
 
 # -----------------------------------------------------------------------------
 # default config: the tiny preset, end to end on a laptop CPU
@@ -51,7 +51,6 @@ n_head = 0
 n_kv_head = 0
 n_embd = 0
 ffn_hidden = 0
-head_size = 0                  # 0: n_embd // n_head
 rope_kind = "mmrope"           # '1d' | 'mrope' | 'mmrope'
 rope_scaling = True            # scale visual positions by the tokenizer's compression
 attn_impl = "sdpa"             # 'sdpa' | 'flex'
@@ -208,7 +207,7 @@ class Batches:
 
 def model_config(cfg, meta):
     shape = dict(PRESETS[cfg["model_size"]])
-    shape.update({k: cfg[k] for k in ("n_layer", "n_head", "n_kv_head", "n_embd", "ffn_hidden", "head_size") if cfg[k]})
+    shape.update({k: cfg[k] for k in ("n_layer", "n_head", "n_kv_head", "n_embd", "ffn_hidden") if cfg[k]})
     scales = tuple(meta["compression"]) if cfg["rope_scaling"] else (1, 1, 1)
     return GPTConfig(**shape, n_visual=meta["codebook_size"], rope_kind=cfg["rope_kind"],
                      rope_scales=scales, attn_impl=cfg["attn_impl"],
@@ -361,6 +360,10 @@ def main(argv=None):
         # how to run (attention kernel, checkpointing) may change on resume; the shape may not
         gpt_cfg = GPTConfig.from_dict({**ckpt["model_args"], "attn_impl": cfg["attn_impl"],
                                        "grad_checkpoint": cfg["grad_checkpoint"]})
+        if gpt_cfg.text_head != (cfg["text_loss"] > 0):
+            raise SystemExit(f"error: {ckpt_path} was trained {'with' if gpt_cfg.text_head else 'without'} "
+                             f"the text loss: resume it with --text_loss="
+                             f"{ckpt['config'].get('text_loss', 0.0)}")
         model = GPT(gpt_cfg).to(device)
         model.load_state_dict(ckpt["model"])
         iter_num, best_val = ckpt["iter_num"], ckpt["best_val_loss"]
@@ -433,8 +436,7 @@ def main(argv=None):
         # AR-DF loss normalised by the masked tokens of the whole global batch (sec. 3.3)
         count = torch.tensor(float(sum(b["loss_mask"].sum() for b in micro)), device=device)
         # the text loss, if on, is the mean over the global batch's prompt tokens
-        text_count = torch.tensor(float(sum(((b["frame"][:, :-1] == TEXT_FRAME) & (b["frame"][:, 1:] == TEXT_FRAME)).sum()
-                                            for b in micro)), device=device)
+        text_count = torch.tensor(float(sum(prompt_pairs(b["frame"]).sum() for b in micro)), device=device)
         if world > 1:
             dist.all_reduce(count)
             dist.all_reduce(text_count)

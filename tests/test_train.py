@@ -135,3 +135,13 @@ def test_validation_without_the_prompt_keeps_clips_and_masks(shards):
             assert torch.equal(cond[key][:, -n_vis:], uncond[key][:, -n_vis:]), key
         assert (cond["frame"] == TEXT_FRAME).any(1).sum() >= 3  # text_drop: a few rows lose it
         assert not (uncond["frame"] == TEXT_FRAME).any()
+
+
+def test_resume_with_another_text_loss_setting_is_a_clear_error(shards, tmp_path):
+    """A run trained without the text loss (the paper's recipe, or a checkpoint from before the
+    option) cannot silently resume into one with it: the error names the setting to use."""
+    train.main(args(shards, tmp_path, max_iters=2, text_loss=0.0))
+    with pytest.raises(SystemExit, match="without the text loss: resume it with --text_loss=0.0"):
+        train.main(args(shards, tmp_path, max_iters=3, init_from="resume"))
+    train.main(args(shards, tmp_path, max_iters=3, init_from="resume", text_loss=0.0))
+    assert sorted(train_losses(tmp_path)) == [1, 2, 3]
