@@ -8,7 +8,7 @@ The Lumos-1 backbone: a Llama-style decoder over one sequence of text and visual
 - Sampling forward: only the current frame's tokens, against a static, preallocated KV cache.
 """
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn as nn
@@ -41,7 +41,15 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, d):
-        """The config stored in a checkpoint (asdict form; tuples may come back as lists)."""
+        """The config stored in a checkpoint (asdict form; tuples may come back as lists). A
+        setting this code does not know is dropped when it is off (0, False, empty) and is an
+        error otherwise: the model would not be the one that was trained."""
+        known = {f.name for f in fields(cls)}
+        unknown = {k: v for k, v in d.items() if k not in known and v}
+        if unknown:
+            raise ValueError(f"the checkpoint's model uses settings this code does not have "
+                             f"({unknown}): load it with the version of nanolumos that trained it")
+        d = {k: v for k, v in d.items() if k in known}
         return cls(**dict(d, rope_scales=tuple(d["rope_scales"])))
 
     @property

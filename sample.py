@@ -197,8 +197,11 @@ def load_model(out_dir, name="ckpt.pt", device="cpu", compile=False):
     from model import GPT, GPTConfig
     from train import load_checkpoint
     ckpt = load_checkpoint(os.path.join(out_dir, name), device)
-    model = GPT(GPTConfig.from_dict(ckpt["model_args"]))
-    model.load_state_dict(ckpt["model"])
+    try:
+        model = GPT(GPTConfig.from_dict(ckpt["model_args"]))
+        model.load_state_dict(ckpt["model"])
+    except (ValueError, RuntimeError) as e:  # another version's model, or mismatched weights
+        raise SystemExit(f"error: {os.path.join(out_dir, name)}: {e}")
     model = model.to(device).eval()
     if compile:
         compile_for_sampling(model)

@@ -358,8 +358,11 @@ def main(argv=None):
     if cfg["init_from"] == "resume":
         ckpt = load_checkpoint(ckpt_path, device)
         # how to run (attention kernel, checkpointing) may change on resume; the shape may not
-        gpt_cfg = GPTConfig.from_dict({**ckpt["model_args"], "attn_impl": cfg["attn_impl"],
-                                       "grad_checkpoint": cfg["grad_checkpoint"]})
+        try:
+            gpt_cfg = GPTConfig.from_dict({**ckpt["model_args"], "attn_impl": cfg["attn_impl"],
+                                           "grad_checkpoint": cfg["grad_checkpoint"]})
+        except ValueError as e:
+            raise SystemExit(f"error: {ckpt_path}: {e}")
         if gpt_cfg.text_head != (cfg["text_loss"] > 0):
             raise SystemExit(f"error: {ckpt_path} was trained {'with' if gpt_cfg.text_head else 'without'} "
                              f"the text loss: resume it with --text_loss="

@@ -194,3 +194,12 @@ def test_text_loss_is_next_byte_prediction_on_the_prompt_only():
     out2 = model(other, b["frame"], b["row"], b["col"], targets=other, loss_mask=loss_mask)
     torch.testing.assert_close(out2["text_loss_sum"], out["text_loss_sum"])
     assert not torch.allclose(out2["loss_sum"], out["loss_sum"])
+
+
+def test_checkpoint_config_with_unknown_settings():
+    """A checkpoint's model_args with a setting this code lacks: dropped when it is off (the
+    model is the same), a clear error when it is on (the model would not be the one trained)."""
+    d = dict(vars(GPTConfig()), rope_scales=[4, 4, 4])
+    assert GPTConfig.from_dict(dict(d, some_future_option=0)) == GPTConfig()
+    with pytest.raises(ValueError, match="some_future_option"):
+        GPTConfig.from_dict(dict(d, some_future_option=64))
