@@ -67,8 +67,9 @@ PRESETS = {
     # tiny: head_dim 64, not 4 heads of 32. With head_dim 32 MM-RoPE has a single block of 16
     # frequencies and w's fastest turns only 0.13 rad per column; at 64 the block repeats and w gets
     # a fast one (same parameters and FLOPs; val loss 2.80 vs 3.03 at 500 steps, README).
-    # Two KV heads, not one (grouped-query 2:1 left both heads reading the same keys): same FLOPs
-    # within noise, val loss 0.06 to 0.10 lower at 1000 steps (README).
+    # Two KV heads, not one (grouped-query 2:1 left both heads reading the same keys): same speed
+    # within noise; val loss 0.06 to 0.10 lower at 1000 steps without the text loss, a tie with it
+    # (README).
     "tiny": dict(n_layer=6, n_head=2, n_kv_head=2, n_embd=128, ffn_hidden=384),
     "small": dict(n_layer=12, n_head=12, n_kv_head=4, n_embd=768, ffn_hidden=2048),
     "medium": dict(n_layer=24, n_head=16, n_kv_head=8, n_embd=1024, ffn_hidden=4096),
