@@ -361,14 +361,14 @@ def main(argv=None):
         try:
             gpt_cfg = GPTConfig.from_dict({**ckpt["model_args"], "attn_impl": cfg["attn_impl"],
                                            "grad_checkpoint": cfg["grad_checkpoint"]})
-        except ValueError as e:
+            model = GPT(gpt_cfg).to(device)
+            model.load_state_dict(ckpt["model"])
+        except (ValueError, RuntimeError) as e:  # another version's model, or mismatched weights
             raise SystemExit(f"error: {ckpt_path}: {e}")
         if gpt_cfg.text_head != (cfg["text_loss"] > 0):
             raise SystemExit(f"error: {ckpt_path} was trained {'with' if gpt_cfg.text_head else 'without'} "
                              f"the text loss: resume it with --text_loss="
                              f"{ckpt['config'].get('text_loss', 0.0)}")
-        model = GPT(gpt_cfg).to(device)
-        model.load_state_dict(ckpt["model"])
         iter_num, best_val = ckpt["iter_num"], ckpt["best_val_loss"]
     elif cfg["init_from"] == "scratch":
         gpt_cfg = model_config(cfg, meta)
