@@ -22,7 +22,7 @@ import numpy as np
 import eval as shapesbench
 import train
 from configurator import configure, print_config
-from sample import CFG_SCALE, HISTORY_RATIO, STEPS, TEMPERATURE, load_model
+from sample import CFG_SCALE, HISTORY_RATIO, STEPS, TEMPERATURE, TOKEN_TEMPERATURE, load_model
 
 STUDIES = {
     "rope": {  # sec. 3.2: distribution primary, scaling complementary, both beat 1D
@@ -75,15 +75,21 @@ def val_curve(out):
     return [evals[k] for k in sorted(evals)]
 
 
+def token_suffix(cfg):
+    """File-name part for the token temperature; empty at 1.0, so earlier runs' scores still count."""
+    return "" if cfg["token_temperature"] == 1.0 else f"_tt{cfg['token_temperature']}"
+
+
 def bench(out, cfg, history_ratio=HISTORY_RATIO, seed=0):
     """ShapesBench scores of a trained run, cached in the run directory."""
     path = os.path.join(out, f"shapesbench_h{history_ratio}_s{seed}_cfg{cfg['cfg']}_steps{cfg['steps']}"
-                             f"_t{cfg['temperature']}_n{cfg['n_per_category']}.json")
+                             f"_t{cfg['temperature']}{token_suffix(cfg)}_n{cfg['n_per_category']}.json")
     if not os.path.isfile(path):
         scores = shapesbench.main([f"--out_dir={out}", f"--n_per_category={cfg['n_per_category']}",
                                    f"--history_ratio={history_ratio}", f"--seed={seed}",
                                    f"--cfg={cfg['cfg']}", f"--steps={cfg['steps']}",
-                                   f"--temperature={cfg['temperature']}"])
+                                   f"--temperature={cfg['temperature']}",
+                                   f"--token_temperature={cfg['token_temperature']}"])
         with open(path, "w") as f:
             json.dump(scores, f)
     with open(path) as f:
@@ -196,7 +202,7 @@ def plot_curves(curves, path):
 def main(argv=None):
     cfg = configure(dict(study="rope", out_dir="out_ablate", seeds=3, max_iters=train.max_iters,
                          eval_interval=250, n_per_category=10, cfg=CFG_SCALE, steps=STEPS,
-                         temperature=TEMPERATURE, train_args="",
+                         temperature=TEMPERATURE, token_temperature=TOKEN_TEMPERATURE, train_args="",
                          model_dir="", arms=""), argv)
     print_config(cfg)
     if cfg["study"] not in (*STUDIES, "history"):
@@ -207,7 +213,7 @@ def main(argv=None):
     what = (f"model {cfg['model_dir']}, {cfg['seeds']} sampling seeds" if cfg["model_dir"]
             else f"{cfg['seeds']} seeds, {cfg['max_iters']} iterations per arm")
     md = (f"## {cfg['study']} study: {what}, ShapesBench cfg={cfg['cfg']} steps={cfg['steps']} "
-          f"temperature={cfg['temperature']} "
+          f"temperature={cfg['temperature']} token_temperature={cfg['token_temperature']} "
           f"n_per_category={cfg['n_per_category']}\n\n"
           + table(rows, columns) + "\n")
     if cfg["study"] == "mask":

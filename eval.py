@@ -338,6 +338,7 @@ def generate_for(prompts, model, tok, meta, train_cfg, cfg):
             first = tok.encode(np.stack([prompts[i]["video"][:1] for i in chunk]))[:, 0] if i2v else None
             codes = generate(model, ids, 1 + (frames - 1) // s_t, h, w, train_cfg["text_len"],
                              steps=cfg["steps"], cfg_scale=cfg["cfg"], temperature=cfg["temperature"],
+                             token_temperature=cfg["token_temperature"],
                              history_ratio=cfg["history_ratio"], first_frame=first,
                              seed=cfg["seed"] + start, progress=False)
             for i, clip in zip(chunk, tok.decode(codes).cpu().numpy()):
@@ -354,11 +355,11 @@ def main(argv=None):
     import json
     import os
     from configurator import configure, print_config
-    from sample import CFG_SCALE, HISTORY_RATIO, STEPS, TEMPERATURE
+    from sample import CFG_SCALE, HISTORY_RATIO, STEPS, TEMPERATURE, TOKEN_TEMPERATURE
     cfg = configure(dict(out_dir="out", ckpt="ckpt.pt", calibrate=False, tokenizer_path="",
                          height=32, width=32, frames=9, n_per_category=30, batch_size=32,
                          steps=STEPS, cfg=CFG_SCALE, temperature=TEMPERATURE,
-                         history_ratio=HISTORY_RATIO, seed=0, name="",
+                         token_temperature=TOKEN_TEMPERATURE, history_ratio=HISTORY_RATIO, seed=0, name="",
                          device="cuda" if torch.cuda.is_available() else "cpu"), argv)
     print_config(cfg)
     torch.set_flush_denormal(True)  # CPU: denormal floats are 10x slower and no more useful than 0
@@ -382,7 +383,8 @@ def main(argv=None):
     name = cfg["name"] or f"{os.path.basename(os.path.normpath(cfg['out_dir']))}/{cfg['ckpt']}"
     scores = score_all(clips, prompts)
     print(f"ShapesBench: {len(prompts)} prompts, steps={cfg['steps']} cfg={cfg['cfg']} "
-          f"temperature={cfg['temperature']} history_ratio={cfg['history_ratio']}")
+          f"temperature={cfg['temperature']} token_temperature={cfg['token_temperature']} "
+          f"history_ratio={cfg['history_ratio']}")
     print(format_table({name: scores}))
     outcomes = single_object_outcomes(clips, prompts)
     print("single_object outcomes: " + ", ".join(f"{k} {v}" for k, v in outcomes.items()))

@@ -85,6 +85,19 @@ def test_every_token_is_decided_by_the_last_step(model):
         assert ((x >= VISUAL_OFFSET) & (x < VISUAL_OFFSET + V)).all()
 
 
+def test_token_temperature_zero_takes_the_most_likely_code(model):
+    """One step decides the whole frame from all-MASK: at token temperature 0 (or near it) each
+    position gets its argmax code; at 1 the codes are draws, which differ from it."""
+    masked = torch.full((2, H * W), MASK)
+    best = runner(model).logits(0, masked).argmax(-1) + VISUAL_OFFSET
+    def decide(tt, seed=0):
+        return unmask_frame(runner(model), 0, 2, 1, 1.0, 2.0, torch.Generator().manual_seed(seed),
+                            token_temperature=tt)
+    assert torch.equal(decide(0.0), best)
+    assert torch.equal(decide(1e-4), best)
+    assert not torch.equal(decide(1.0), best)
+
+
 def test_image_to_video_keeps_frame_zero(model):
     first = torch.randint(0, V, (2, H, W))
     out = run(model, first_frame=first)
