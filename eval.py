@@ -373,7 +373,8 @@ def main(argv=None):
                 results[name] = score_all(videos, prompts)
             print(format_table(results))
         return results
-    from sample import load_model
+    from sample import check_sampling_args, load_model
+    check_sampling_args(cfg)
     model, ckpt = load_model(cfg["out_dir"], cfg["ckpt"], cfg["device"])
     meta, train_cfg = ckpt["meta"], ckpt["config"]
     tok = load_tokenizer(meta["tokenizer"], cfg["device"])

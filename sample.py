@@ -188,6 +188,16 @@ def save_video(video, stem, fps=8, scale=4):
     return paths
 
 
+def check_sampling_args(cfg):
+    """Sampling settings that would run but mean nothing stop here, with the range to use."""
+    for key, ok, want in (("steps", cfg["steps"] >= 1, "at least 1"),
+                          ("temperature", cfg["temperature"] >= 0, "0 or more"),
+                          ("token_temperature", cfg["token_temperature"] >= 0, "0 (most likely code) or more"),
+                          ("history_ratio", 0 <= cfg["history_ratio"] <= 1, "between 0 and 1")):
+        if not ok:
+            raise SystemExit(f"error: --{key}={cfg[key]} is out of range: use {want}")
+
+
 def load_image_codes(path, tok, width, height):
     """Image-to-video: the image at path as frame-0 codes [h, w], or a clear error."""
     from PIL import Image, UnidentifiedImageError
@@ -235,6 +245,7 @@ def main(argv=None):
         device="cuda" if torch.cuda.is_available() else "cpu"),
         argv)
     print_config(cfg)
+    check_sampling_args(cfg)
     torch.set_flush_denormal(True)  # CPU: denormal floats are 10x slower and no more useful than 0
     model, ckpt = load_model(cfg["out_dir"], cfg["ckpt"], cfg["device"], cfg["compile"])
     meta, train_cfg = ckpt["meta"], ckpt["config"]
