@@ -214,15 +214,10 @@ def load_image_codes(path, tok, width, height):
 def load_model(out_dir, name="ckpt.pt", device="cpu", compile=False):
     """The trained model and its checkpoint dict (config and data meta inside). compile: each
     sampling step becomes one compiled graph, replayed as a CUDA graph on the GPU."""
-    from model import GPT, GPTConfig
-    from train import load_checkpoint
-    ckpt = load_checkpoint(os.path.join(out_dir, name), device)
-    try:
-        model = GPT(GPTConfig.from_dict(ckpt["model_args"]))
-        model.load_state_dict(ckpt["model"])
-    except (ValueError, RuntimeError) as e:  # another version's model, or mismatched weights
-        raise SystemExit(f"error: {os.path.join(out_dir, name)}: {e}")
-    model = model.to(device).eval()
+    from train import load_checkpoint, model_from_checkpoint
+    path = os.path.join(out_dir, name)
+    ckpt = load_checkpoint(path, device)
+    model = model_from_checkpoint(ckpt, path).to(device).eval()
     if compile:
         compile_for_sampling(model)
     return model, ckpt

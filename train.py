@@ -269,6 +269,17 @@ def load_checkpoint(path, device="cpu"):
                          f"it may be corrupt or from another program: retrain or restore it")
 
 
+def model_from_checkpoint(ckpt, path, **overrides):
+    """The GPT stored in a loaded checkpoint (run-time settings such as attn_impl in overrides),
+    or one clear error: another version's model, or weights that do not fit it."""
+    try:
+        model = GPT(GPTConfig.from_dict({**ckpt["model_args"], **overrides}))
+        model.load_state_dict(ckpt["model"])
+    except (ValueError, RuntimeError) as e:
+        raise SystemExit(f"error: {path}: {e}")
+    return model
+
+
 def rng_state():
     return dict(torch=torch.get_rng_state(), numpy=np.random.get_state()[1].tolist(),
                 cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
@@ -358,13 +369,9 @@ def main(argv=None):
     if cfg["init_from"] == "resume":
         ckpt = load_checkpoint(ckpt_path, device)
         # how to run (attention kernel, checkpointing) may change on resume; the shape may not
-        try:
-            gpt_cfg = GPTConfig.from_dict({**ckpt["model_args"], "attn_impl": cfg["attn_impl"],
-                                           "grad_checkpoint": cfg["grad_checkpoint"]})
-            model = GPT(gpt_cfg).to(device)
-            model.load_state_dict(ckpt["model"])
-        except (ValueError, RuntimeError) as e:  # another version's model, or mismatched weights
-            raise SystemExit(f"error: {ckpt_path}: {e}")
+        model = model_from_checkpoint(ckpt, ckpt_path, attn_impl=cfg["attn_impl"],
+                                      grad_checkpoint=cfg["grad_checkpoint"]).to(device)
+        gpt_cfg = model.cfg
         if gpt_cfg.text_head != (cfg["text_loss"] > 0):
             raise SystemExit(f"error: {ckpt_path} was trained {'with' if gpt_cfg.text_head else 'without'} "
                              f"the text loss: resume it with --text_loss="
@@ -437,12 +444,12 @@ def main(argv=None):
             group["lr"] = lr
         micro = [train_data.get(iter_num, m) for m in range(accum)]
         # AR-DF loss normalised by the masked tokens of the whole global batch (sec. 3.3)
-        count = torch.tensor(float(sum(b["loss_mask"].sum() for b in micro)), device=device)
-        # the text loss, if on, is the mean over the global batch's prompt tokens
-        text_count = torch.tensor(float(sum(prompt_pairs(b["frame"]).sum() for b in micro)), device=device)
+        # and the text loss, if on, is the mean over the global batch's prompt tokens
+        counts = torch.tensor([float(sum(b["loss_mask"].sum() for b in micro)),
+                               float(sum(prompt_pairs(b["frame"]).sum() for b in micro))], device=device)
         if world > 1:
-            dist.all_reduce(count)
-            dist.all_reduce(text_count)
+            dist.all_reduce(counts)  # one collective for both
+        count, text_count = counts
         loss_sum, frame_loss, frame_count, text_sum = 0.0, 0, 0, 0.0
         for m, b in enumerate(micro):
             b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
