@@ -64,7 +64,12 @@ def next_token_decode(model, prompts, frames, h, w, text_len, cfg_scale, seed=0)
     return token
 
 
-def bench_sampling(model, cfg, device):
+def bench_sampling(model, cfg, device, save):
+    """Seconds per video of each decoding mode on the same model and prompt. Eager first (the
+    paper's comparison); then, with --compile=True, the two cached modes again with the body
+    compiled (CUDA graphs on a GPU). The uncached baseline is eager only: its prefix grows every
+    frame, so a static-shape compiled body would recompile per frame. Results are saved as each
+    mode finishes (`save`), so a run cut short keeps what it measured."""
     frames, h, w, T = cfg["frames"], cfg["h"], cfg["w"], cfg["text_len"]
     prompts = [[1] * (T // 2)] * cfg["sample_batch"]
     common = dict(steps=cfg["steps"], progress=False)
@@ -73,17 +78,30 @@ def bench_sampling(model, cfg, device):
         "ar_df_no_cache": lambda: generate(model, prompts, frames, h, w, T, use_cache=False, **common),
         "next_token_kv_cache": lambda: next_token_decode(model, prompts, frames, h, w, T, CFG_SCALE),
     }
+    order = [(name, False) for name in runs]
+    if cfg["compile"]:
+        order += [("ar_df_kv_cache", True), ("next_token_kv_cache", True)]
     out = {}
-    for name, fn in runs.items():
+    for name, compiled in order:
+        if compiled and model._compiled_body is None:
+            compile_for_sampling(model)  # each MaskGIT step one compiled graph (CUDA graphs on a GPU)
         if str(device).startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
-        s = timed(fn, device, cfg["repeat"])
-        out[name] = dict(s_per_video=s, ms_per_frame=1000 * s / frames, frames_per_s=frames / s,
-                         ms_per_step=1000 * s / (frames * cfg["steps"]) if name.startswith("ar_df") else None,
-                         peak_mem_gb=torch.cuda.max_memory_allocated() / 1e9 if str(device).startswith("cuda") else None)
-    base = out["ar_df_kv_cache"]["s_per_video"]
-    out["ratio_next_token_vs_ar_df"] = out["next_token_kv_cache"]["s_per_video"] / base
-    out["ratio_no_cache_vs_ar_df"] = out["ar_df_no_cache"]["s_per_video"] / base
+        s = timed(runs[name], device, cfg["sample_repeat"] or cfg["repeat"])
+        key = name + ("_compiled" if compiled else "")
+        out[key] = dict(s_per_video=s, ms_per_frame=1000 * s / frames, frames_per_s=frames / s,
+                        ms_per_step=1000 * s / (frames * cfg["steps"]) if name.startswith("ar_df") else None,
+                        peak_mem_gb=torch.cuda.max_memory_allocated() / 1e9 if str(device).startswith("cuda") else None)
+        print(f"sampling {key:<29} {out[key]['ms_per_frame']:9.1f} ms/frame {out[key]['frames_per_s']:8.2f} frames/s",
+              flush=True)
+        save(out)
+    ratio = lambda a, b: out[a]["s_per_video"] / out[b]["s_per_video"] if a in out and b in out else None
+    out["ratio_next_token_vs_ar_df"] = ratio("next_token_kv_cache", "ar_df_kv_cache")
+    out["ratio_no_cache_vs_ar_df"] = ratio("ar_df_no_cache", "ar_df_kv_cache")
+    if cfg["compile"]:
+        out["ratio_next_token_vs_ar_df_compiled"] = ratio("next_token_kv_cache_compiled", "ar_df_kv_cache_compiled")
+        out["ratio_no_cache_eager_vs_ar_df_compiled"] = ratio("ar_df_no_cache", "ar_df_kv_cache_compiled")
+    save(out)
     return out
 
 
@@ -189,59 +207,78 @@ def loss_path_memory(gpt_cfg, cfg, device):
 def main(argv=None):
     cfg = configure(dict(
         model_size="tiny", n_visual=1000, frames=3, h=8, w=8, text_len=80, batch_size=8,
-        sample_batch=1, steps=STEPS, repeat=3, loss_rows=32768, compile=False, attn_impl="sdpa",
-        grad_checkpoint=False,
+        sample_batch=1, steps=STEPS, repeat=3, sample_repeat=0, loss_rows=32768, loss_chunk=4096, compile=False,
+        attn_impl="sdpa", grad_checkpoint=False, sections="sampling,attention,train,loss",
         device="cuda" if torch.cuda.is_available() else "cpu",
         dtype="bfloat16" if torch.cuda.is_available() else "float32", out="bench.json"), argv)
     print_config(cfg)
+    sections = cfg["sections"].split(",")
+    if not set(sections) <= {"sampling", "attention", "train", "loss"}:
+        raise SystemExit(f"error: --sections takes a comma-separated subset of sampling,attention,train,loss; "
+                         f"got {cfg['sections']!r}")
     torch.set_flush_denormal(True)  # CPU: denormal floats are 10x slower and no more useful than 0
     device = cfg["device"]
     ptdtype = getattr(torch, cfg["dtype"])
     ctx = contextlib.nullcontext() if ptdtype == torch.float32 else torch.autocast(torch.device(device).type, dtype=ptdtype)
     gpt_cfg = GPTConfig(**PRESETS[cfg["model_size"]], n_visual=cfg["n_visual"], attn_impl=cfg["attn_impl"],
-                        grad_checkpoint=cfg["grad_checkpoint"])
+                        grad_checkpoint=cfg["grad_checkpoint"], loss_chunk=cfg["loss_chunk"])
     dev_name = torch.cuda.get_device_name(device) if device.startswith("cuda") else f"cpu, {torch.get_num_threads()} threads"
     print(f"device: {dev_name} | torch {torch.__version__} | sequence {cfg['text_len']} text + "
           f"{cfg['frames']}x{cfg['h']}x{cfg['w']} visual tokens")
     results = dict(config=cfg, device=dev_name, torch=torch.__version__,
                    date=time.strftime("%Y-%m-%d"))
 
-    torch.manual_seed(0)
-    model = GPT(gpt_cfg).to(device).eval()
-    if cfg["compile"]:  # each MaskGIT step one compiled graph (CUDA graphs on the GPU)
-        compile_for_sampling(model)
-    with ctx:
-        results["sampling"] = bench_sampling(model, cfg, device)
-    for name, r in results["sampling"].items():
-        if isinstance(r, dict):
-            print(f"sampling {name:<20} {r['ms_per_frame']:9.1f} ms/frame {r['frames_per_s']:8.2f} frames/s")
-    print(f"next-token decoding is {results['sampling']['ratio_next_token_vs_ar_df']:.1f}x slower, "
-          f"no KV cache {results['sampling']['ratio_no_cache_vs_ar_df']:.1f}x slower than AR-DF with "
-          f"the cache (paper, 1B on one GPU: 12.3x and 4.9x)")
+    def save(section, value):
+        results[section] = value
+        with open(cfg["out"], "w") as f:
+            json.dump(results, f, indent=2)
 
-    results["attention"] = bench_attention(gpt_cfg, cfg, device, ptdtype)
-    a = results["attention"]
-    print(f"attention {'fwd+bwd' if a['backward'] else 'fwd'}, {cfg['frames']} frames: FlexAttention frame-causal "
-          f"{a['flex_frame_causal']:.2f} ms, dense bidirectional SDPA {a['sdpa_dense_bidirectional']:.2f} ms, "
-          f"ratio {a['ratio_flex_vs_dense']:.2f} ({a['blocks_computed_pct']:.0f}% of the blocks computed)")
+    for section in sections:  # in the order given
+        if section == "sampling":
+            # SDPA: the cached sampler runs rows of the dense mask anyway; with FlexAttention the
+            # uncached baseline's prefix length changes every frame, and each length recompiles
+            torch.manual_seed(0)
+            model = GPT(GPTConfig(**{**gpt_cfg.__dict__, "attn_impl": "sdpa"})).to(device).eval()
+            with ctx:
+                sm = bench_sampling(model, cfg, device, lambda r: save("sampling", r))
+            del model
+            fmt = lambda r: "-" if r is None else f"{r:.1f}x"
+            print(f"eager: next-token decoding {fmt(sm['ratio_next_token_vs_ar_df'])} slower, no KV cache "
+                  f"{fmt(sm['ratio_no_cache_vs_ar_df'])} slower than AR-DF with the cache (paper, 1B on one GPU: "
+                  f"12.3x and 4.9x)")
+            if cfg["compile"]:
+                print(f"compiled: next-token {fmt(sm['ratio_next_token_vs_ar_df_compiled'])} slower; eager "
+                      f"no-cache {fmt(sm['ratio_no_cache_eager_vs_ar_df_compiled'])} slower than compiled AR-DF")
 
-    results["train"] = {}
-    for rope in ("mmrope", "1d"):
-        r = bench_train_step(GPTConfig(**{**gpt_cfg.__dict__, "rope_kind": rope}), cfg, device, ctx)
-        results["train"][rope] = r
-        print(f"train step {rope:<7} {1000 * r['s_per_step']:9.1f} ms  {r['tokens_per_s']:10.0f} tok/s  "
-              f"{r['tflops']:.3f} TFLOP/s" + (f"  MFU {100 * r['mfu']:.1f}%" if r["mfu"] else "")
-              + (f"  peak {r['peak_mem_gb']:.2f} GB" if r["peak_mem_gb"] else ""))
-    results["train"]["mmrope_overhead"] = (results["train"]["mmrope"]["s_per_step"]
-                                           / results["train"]["1d"]["s_per_step"] - 1)
-    print(f"MM-RoPE step-time overhead over 1D RoPE: {100 * results['train']['mmrope_overhead']:+.1f}%")
-    results["loss_memory"] = loss_path_memory(gpt_cfg, cfg, device)
-    lm = results["loss_memory"]
-    print(f"loss path at {cfg['loss_rows']} rows x {gpt_cfg.n_visual} codes: chunked "
-          f"{lm['chunked']['bytes'] / 1e9:.3f} GB, full logits {lm['full']['bytes'] / 1e9:.3f} GB "
-          f"({'measured' if lm['chunked']['measured'] else 'from shapes'}), ratio {lm['ratio_full_vs_chunked']:.1f}x")
-    with open(cfg["out"], "w") as f:
-        json.dump(results, f, indent=2)
+        elif section == "attention":
+            a = bench_attention(gpt_cfg, cfg, device, ptdtype)
+            save("attention", a)
+            print(f"attention {'fwd+bwd' if a['backward'] else 'fwd'}, {cfg['frames']} frames: FlexAttention frame-causal "
+                  f"{a['flex_frame_causal']:.2f} ms, dense bidirectional SDPA {a['sdpa_dense_bidirectional']:.2f} ms, "
+                  f"ratio {a['ratio_flex_vs_dense']:.2f} ({a['blocks_computed_pct']:.0f}% of the blocks computed)",
+                  flush=True)
+
+        elif section == "loss":
+            lm = loss_path_memory(gpt_cfg, cfg, device)
+            save("loss_memory", lm)
+            print(f"loss path at {cfg['loss_rows']} rows x {gpt_cfg.n_visual} codes: chunked "
+                  f"{lm['chunked']['bytes'] / 1e9:.3f} GB, full logits {lm['full']['bytes'] / 1e9:.3f} GB "
+                  f"({'measured' if lm['chunked']['measured'] else 'from shapes'}), ratio {lm['ratio_full_vs_chunked']:.1f}x",
+                  flush=True)
+
+        elif section == "train":
+            train = {}
+            for rope in ("mmrope", "1d"):
+                r = bench_train_step(GPTConfig(**{**gpt_cfg.__dict__, "rope_kind": rope}), cfg, device, ctx)
+                train[rope] = r
+                save("train", train)
+                print(f"train step {rope:<7} {1000 * r['s_per_step']:9.1f} ms  {r['tokens_per_s']:10.0f} tok/s  "
+                      f"{r['tflops']:.3f} TFLOP/s" + (f"  MFU {100 * r['mfu']:.1f}%" if r["mfu"] else "")
+                      + (f"  peak {r['peak_mem_gb']:.2f} GB" if r["peak_mem_gb"] else "")
+                      + f"  ({r['params_m']:.0f}M parameters)", flush=True)
+            train["mmrope_overhead"] = train["mmrope"]["s_per_step"] / train["1d"]["s_per_step"] - 1
+            save("train", train)
+            print(f"MM-RoPE step-time overhead over 1D RoPE: {100 * train['mmrope_overhead']:+.1f}%")
     print(f"wrote {cfg['out']}")
 
 
