@@ -85,7 +85,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
-        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+        # weight in x's dtype: under bf16 autocast a float32 weight makes rms_norm fall back
+        # from its fused kernel (a warning on CUDA)
+        return F.rms_norm(x, (x.shape[-1],), self.weight.to(x.dtype), self.eps)
 
 
 class KVCache(nn.Module):
@@ -208,8 +210,8 @@ class MaskedRowCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_sum, grad_losses):
-        grad_h, grad_w = ctx.saved_tensors
-        return grad_h * grad_sum.to(grad_h.dtype), grad_w * grad_sum, None, None
+        grad_h, grad_w = ctx.saved_tensors  # scaled in place: no second copy of either
+        return grad_h.mul_(grad_sum.to(grad_h.dtype)), grad_w.mul_(grad_sum), None, None
 
 
 class GPT(nn.Module):

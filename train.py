@@ -509,7 +509,7 @@ def main(argv=None):
     bar.close()
     if master and cfg["sample_prompts"]:
         write_samples(raw_model, cfg, meta, device)
-    if world > 1:
+    if dist.is_initialized():  # also under torchrun with one process
         dist.destroy_process_group()
 
 
