@@ -5,9 +5,10 @@ The paper's three studies in miniature, with the same budget per arm and several
     python ablate.py --study=mask      # random vs diffusion-forcing vs tube training masks
     python ablate.py --study=history   # inference history-mask ratio on one trained model
     python ablate.py --study=history --model_dir=out_long   # ... on a model you already trained
-    python ablate.py --study=rope --arms=1d,mrope &         # a study in parallel lanes: each lane
-    python ablate.py --study=rope --arms=mmrope_noscale,mmrope  # trains its arms; a last plain run
-    python ablate.py --study=rope                            # (after both) writes the whole table
+    python ablate.py --study=rope &    # a study in parallel lanes: the same command twice (or once
+    python ablate.py --study=rope      # per core or GPU) shares the runs; the last lane to finish
+                                       # writes the whole table
+    python ablate.py --study=rope --arms=1d,mrope           # only some arms
 
 Each arm and seed trains into out_dir/<study>/<arm>_s<seed> (train.py) and is scored with
 ShapesBench (eval.py). Finished runs are skipped, so an interrupted study continues where it
@@ -139,23 +140,79 @@ def chosen_arms(cfg):
     return {a: arms[a] for a in names}
 
 
+def pid_alive(pid):
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim(out):
+    """
+    Claim a run directory for this process, so that several processes running the same study
+    command share its runs (one lane per core or GPU). False while another live process holds
+    it; a claim left by a dead process (an interrupted lane) is taken over.
+    """
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, "claim.pid")
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            with open(path) as f:
+                pid = int(f.read() or 0)
+        except (OSError, ValueError):
+            pid = 0
+        if pid != os.getpid() and pid_alive(pid):
+            return False
+        os.remove(path)
+        return claim(out)
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    return True
+
+
 def training_study(cfg):
+    """Train and score every arm and seed this process can claim; then, once every run is done
+    (by this process or another lane), gather the table. None while other lanes are still busy."""
+    runs = [(arm, overrides, seed) for arm, overrides in chosen_arms(cfg).items()
+            for seed in range(cfg["seeds"])]
+    busy = []
+    for arm, overrides, seed in runs:
+        out = run_dir(cfg, arm, seed)
+        if not claim(out):
+            busy.append(os.path.basename(out))
+            continue
+        try:  # trained and scored under the claim, so no two lanes score the same run
+            train_arm(cfg, arm, overrides, seed)
+            bench(out, cfg)
+            final_val(out)
+            if cfg["study"] == "mask":
+                final_val(out, "tube")
+        finally:
+            os.remove(os.path.join(out, "claim.pid"))
+    if busy:
+        print(f"{', '.join(busy)}: being trained by another process. Run this command again once "
+              f"it has finished, to write the whole table.")
+        return None
     rows, curves = {}, {}
-    for arm, overrides in chosen_arms(cfg).items():
-        for seed in range(cfg["seeds"]):
-            out = train_arm(cfg, arm, overrides, seed)
-            curve = val_curve(out)
-            scores = bench(out, cfg)
-            own = final_val(out)
-            r = rows.setdefault(arm, {})
-            r.setdefault("val loss", []).append(own["loss"])
-            for f, x in enumerate(own["per_frame"]):
-                r.setdefault(f"val frame {f}", []).append(x)
-            if cfg["study"] == "mask":  # the arms compared on the same validation masks
-                r.setdefault("val loss, tube masks", []).append(final_val(out, "tube")["loss"])
-            for c in ("overall",) + (VIDEO_CATEGORIES if cfg["study"] == "mask" else ()):
-                r.setdefault(c, []).append(scores.get(c, float("nan")))
-            curves.setdefault(arm, []).append(curve)
+    for arm, _, seed in runs:  # every run is done and scored: this only reads the cached results
+        out = run_dir(cfg, arm, seed)
+        scores, own = bench(out, cfg), final_val(out)
+        r = rows.setdefault(arm, {})
+        r.setdefault("val loss", []).append(own["loss"])
+        for f, x in enumerate(own["per_frame"]):
+            r.setdefault(f"val frame {f}", []).append(x)
+        if cfg["study"] == "mask":  # the arms compared on the same validation masks
+            r.setdefault("val loss, tube masks", []).append(final_val(out, "tube")["loss"])
+        for c in ("overall",) + (VIDEO_CATEGORIES if cfg["study"] == "mask" else ()):
+            r.setdefault(c, []).append(scores.get(c, float("nan")))
+        curves.setdefault(arm, []).append(val_curve(out))
     columns = list(next(iter(rows.values())))
     return rows, columns, curves
 
@@ -209,7 +266,10 @@ def main(argv=None):
         raise SystemExit(f"error: unknown study {cfg['study']!r}; choose rope, mask or history")
     if cfg["study"] == "history" and cfg["arms"]:
         raise SystemExit("error: the history study has no arms (it scores one model at each ratio); drop --arms")
-    rows, columns, curves = history_study(cfg) if cfg["study"] == "history" else training_study(cfg)
+    result = history_study(cfg) if cfg["study"] == "history" else training_study(cfg)
+    if result is None:  # other lanes are still training: the last one to finish writes the table
+        return None
+    rows, columns, curves = result
     what = (f"model {cfg['model_dir']}, {cfg['seeds']} sampling seeds" if cfg["model_dir"]
             else f"{cfg['seeds']} seeds, {cfg['max_iters']} iterations per arm")
     md = (f"## {cfg['study']} study: {what}, ShapesBench cfg={cfg['cfg']} steps={cfg['steps']} "

@@ -59,3 +59,25 @@ def test_arms_split_a_study_into_lanes(shards, tmp_path):
     assert os.path.getmtime(ckpt) == before and whole["1d"] == lane["1d"]
     with pytest.raises(SystemExit, match="unknown arm"):
         ablate.main(study_args(shards, tmp_path, "rope") + ["--arms=2d"])
+
+
+def test_lanes_share_runs_through_claims(shards, tmp_path):
+    """The same study command in two processes: a run claimed by a live process is left to it,
+    a claim left by a dead one is taken over, and only a lane that finds every run done writes
+    the table."""
+    import subprocess
+    import sys
+    args = study_args(shards, tmp_path, "rope") + ["--seeds=1", "--arms=1d,mmrope"]
+    held = tmp_path / "rope" / "1d_s0"
+    held.mkdir(parents=True)
+    (held / "claim.pid").write_text(str(os.getppid()))  # a live process: another lane
+    assert ablate.main(args) is None
+    assert (tmp_path / "rope" / "mmrope_s0" / "done.json").exists()
+    assert not (held / "done.json").exists() and not (tmp_path / "rope_1d_mmrope.md").exists()
+    assert not (tmp_path / "rope" / "mmrope_s0" / "claim.pid").exists()  # released when done
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    (held / "claim.pid").write_text(dead)  # that lane died
+    rows = ablate.main(args)
+    assert list(rows) == ["1d", "mmrope"] and (held / "done.json").exists()
+    assert "| 1d |" in (tmp_path / "rope_1d_mmrope.md").read_text()
