@@ -15,7 +15,7 @@ import torch
 
 from configurator import configure, print_config
 from masking import flex_block_mask, training_mask
-from model import GPT, PRESETS, GPTConfig, device_peak_flops
+from model import GPT, PRESETS, GPTConfig, device_peak_flops, loss_chunk_rows
 from sample import (CFG_SCALE, STEPS, FrameRunner, compile_for_sampling, generate, guided,
                     gumbel)
 from tokenizer import MASK, VISUAL_OFFSET, build_sequence, collate, layout
@@ -191,15 +191,17 @@ def loss_path_memory(gpt_cfg, cfg, device):
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
             if impl == "chunked":
-                loss = MaskedRowCrossEntropy.apply(h, wt, t, gpt_cfg.loss_chunk)[0]
+                loss = MaskedRowCrossEntropy.apply(h, wt, t, loss_chunk_rows(gpt_cfg))[0]
             else:
                 loss = torch.nn.functional.cross_entropy((h @ wt.to(h.dtype).t()).float(), t, reduction="sum")
             loss.backward()
             torch.cuda.synchronize()
             out[impl] = dict(bytes=torch.cuda.max_memory_allocated() - base, measured=True)
         else:
-            n = min(rows, gpt_cfg.loss_chunk) if impl == "chunked" else rows
-            out[impl] = dict(bytes=n * V * 4 * 2, measured=False)  # fp32 logits and their gradient
+            # chunked: one chunk's fp32 logits, turned into their gradient in place; full: all
+            # rows' fp32 logits and their gradient
+            n = min(rows, loss_chunk_rows(gpt_cfg)) if impl == "chunked" else 2 * rows
+            out[impl] = dict(bytes=n * V * 4, measured=False)
     out["ratio_full_vs_chunked"] = out["full"]["bytes"] / out["chunked"]["bytes"]
     return out
 
@@ -207,7 +209,7 @@ def loss_path_memory(gpt_cfg, cfg, device):
 def main(argv=None):
     cfg = configure(dict(
         model_size="tiny", n_visual=1000, frames=3, h=8, w=8, text_len=80, batch_size=8,
-        sample_batch=1, steps=STEPS, repeat=3, sample_repeat=0, loss_rows=32768, loss_chunk=4096, compile=False,
+        sample_batch=1, steps=STEPS, repeat=3, sample_repeat=0, loss_rows=32768, loss_chunk=0, compile=False,
         attn_impl="sdpa", grad_checkpoint=False, sections="sampling,attention,train,loss",
         device="cuda" if torch.cuda.is_available() else "cpu",
         dtype="bfloat16" if torch.cuda.is_available() else "float32", out="bench.json"), argv)

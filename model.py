@@ -34,7 +34,8 @@ class GPTConfig:
     rope_base: float = 10000.0
     attn_impl: str = "sdpa"      # 'sdpa' (dense bool mask) | 'flex' (FlexAttention block mask)
     loss_impl: str = "chunked"   # 'chunked' (masked rows, in chunks) | 'full' (all rows at once)
-    loss_chunk: int = 4096       # rows per chunk of the chunked loss
+    loss_chunk: int = 0          # rows per chunk of the chunked loss; 0: as many as keep one
+                                 # chunk's fp32 logits within 256 MB (1024 at 64000 codes)
     grad_checkpoint: bool = False  # recompute each block in backward: activations of one block
     norm_eps: float = 1e-5
     text_head: bool = False      # ours: a next-byte head on the prompt, for train.py's text_loss
@@ -180,6 +181,12 @@ def flex_attention(q, k, v, **kwargs):
     return _compiled_flex(q, k, v, **kwargs)
 
 
+def loss_chunk_rows(cfg, budget=256 << 20):
+    """Rows per chunk of the chunked loss: cfg.loss_chunk, or (0) as many rows as keep one
+    chunk's fp32 logits within `budget` bytes, between 64 and 8192 rows."""
+    return cfg.loss_chunk or max(64, min(8192, budget // (4 * cfg.n_visual) // 64 * 64))
+
+
 class MaskedRowCrossEntropy(torch.autograd.Function):
     """
     Sum of cross-entropies of h @ weight.T against target, computed chunk by chunk, with the
@@ -196,14 +203,19 @@ class MaskedRowCrossEntropy(torch.autograd.Function):
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device)
         for i in range(0, h.shape[0], chunk):
             hc, tc = h[i:i + chunk], target[i:i + chunk]
-            logits = (hc @ w.t()).float()  # (c, V)
+            rows = torch.arange(len(tc), device=h.device)
+            logits = (hc @ w.t()).float()  # (c, V): the one fp32 buffer of a chunk
             lse = logits.logsumexp(-1)
-            losses[i:i + chunk] = lse - logits.gather(1, tc[:, None]).squeeze(1)
-            dlogits = (logits - lse[:, None]).exp_()  # softmax - onehot = d loss / d logits
-            dlogits[torch.arange(len(tc), device=h.device), tc] -= 1
-            dlogits = dlogits.to(h.dtype)
+            losses[i:i + chunk] = lse - logits[rows, tc]
+            probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place
+            probs[rows, tc] -= 1  # softmax - onehot = d loss / d logits
+            dlogits = probs.to(h.dtype)
+            del logits, probs  # (bf16: frees the fp32 buffer before the two matmuls)
             grad_h[i:i + chunk] = dlogits @ w
-            grad_w += (dlogits.t() @ hc).float()
+            if dlogits.dtype == grad_w.dtype:
+                grad_w.addmm_(dlogits.t(), hc)
+            else:  # the bf16 product, accumulated in fp32
+                grad_w.add_(dlogits.t() @ hc)
         ctx.save_for_backward(grad_h, grad_w.to(weight.dtype))
         ctx.mark_non_differentiable(losses)
         return losses.sum(), losses
@@ -298,7 +310,7 @@ class GPT(nn.Module):
         target = targets[loss_mask] - self.cfg.visual_offset  # (M,) visual code indices
         if self.cfg.loss_impl == "chunked":
             loss_sum, losses = MaskedRowCrossEntropy.apply(rows, self.head.weight, target,
-                                                           self.cfg.loss_chunk)
+                                                           loss_chunk_rows(self.cfg))
         else:  # reference: logits for every position, fp32, as the official code builds them
             logits = self.head(h).float()  # (B, L, V)
             losses = F.cross_entropy(logits[loss_mask], target, reduction="none")
