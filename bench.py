@@ -121,7 +121,8 @@ def train_batch(cfg, n_visual, device):
 def bench_train_step(gpt_cfg, cfg, device, ctx):
     """Seconds per optimizer step, tokens/s, MFU and peak memory of one training configuration."""
     torch.manual_seed(0)
-    model = GPT(gpt_cfg).to(device)
+    with torch.device(device):  # built on the device: a 1B model's init on the CPU takes long
+        model = GPT(gpt_cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=str(device).startswith("cuda"))
     if cfg["compile"]:
         model.compile_body()
@@ -240,7 +241,8 @@ def main(argv=None):
             # SDPA: the cached sampler runs rows of the dense mask anyway; with FlexAttention the
             # uncached baseline's prefix length changes every frame, and each length recompiles
             torch.manual_seed(0)
-            model = GPT(GPTConfig(**{**gpt_cfg.__dict__, "attn_impl": "sdpa"})).to(device).eval()
+            with torch.device(device):
+                model = GPT(GPTConfig(**{**gpt_cfg.__dict__, "attn_impl": "sdpa"})).eval()
             with ctx:
                 sm = bench_sampling(model, cfg, device, lambda r: save("sampling", r))
             del model
