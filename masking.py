@@ -10,6 +10,7 @@ Frame ids (tokenizer.py): f >= 0 for visual tokens of latent frame f, -1 for tex
 tokens, -2 for padding.
 """
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -74,6 +75,36 @@ def flex_block_mask(frame_ids, block_size=128):
 
 
 _create_block_mask = None
+
+
+class FrameLayout(NamedTuple):
+    """
+    The same rule as attention_mask, as a layout (model.frame_causal_attention): text_len prompt
+    slots, then frames of n tokens each, the same in every row; key_bias [B, L] is 0, or a large
+    negative number on padding keys. No mask tensor at all: the prompt attends causally to
+    itself, and frame f to everything up to its own end.
+    """
+    text_len: int
+    n: int
+    key_bias: torch.Tensor
+
+
+def frame_layout(frame_ids, pad_bias=-30000.0):
+    """FrameLayout of a batch's frame ids [B, L]: every row must have the prompt slots first,
+    then whole frames of equal size (tokenizer.layout does); raises ValueError otherwise."""
+    _check_frame_ids(frame_ids)
+    frame_ids = frame_ids if frame_ids.dim() == 2 else frame_ids[None]
+    first = frame_ids[0]
+    text_len, n = int((first < 0).sum()), int((first == 0).sum())
+    L = frame_ids.shape[1]
+    expected = torch.cat([torch.full((text_len,), -1, device=first.device),
+                          torch.arange(L - text_len, device=first.device) // max(n, 1)])
+    if n == 0 or (L - text_len) % n or not bool(((frame_ids >= 0) == (expected >= 0)).all()
+                                                 & (frame_ids.clamp(min=-1) == expected).all()):
+        raise ValueError("frame_layout needs every row laid out as prompt slots then whole frames "
+                         "of equal size (tokenizer.layout); use attn_impl='sdpa' otherwise")
+    key_bias = torch.where(frame_ids == PAD_FRAME, pad_bias, 0.0)
+    return FrameLayout(text_len, n, key_bias)
 
 
 # -----------------------------------------------------------------------------

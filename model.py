@@ -9,13 +9,14 @@ The Lumos-1 backbone: a Llama-style decoder over one sequence of text and visual
 """
 import math
 from dataclasses import dataclass, fields
+from functools import partial
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from masking import attention_mask, flex_block_mask
+from masking import FrameLayout, attention_mask, flex_block_mask, frame_layout
 from tokenizer import TEXT_FRAME
 from rope import apply_rope, rope_cos_sin, rope_positions
 
@@ -32,7 +33,8 @@ class GPTConfig:
     rope_kind: str = "mmrope"    # '1d' | 'mrope' | 'mmrope'
     rope_scales: tuple = (4, 4, 4)  # (s_t, s_h, s_w); (1, 1, 1) turns MM-RoPE's scaling off
     rope_base: float = 10000.0
-    attn_impl: str = "sdpa"      # 'sdpa' (dense bool mask) | 'flex' (FlexAttention block mask)
+    attn_impl: str = "sdpa"      # 'sdpa' (dense bool mask) | 'flex' (FlexAttention block mask) |
+                                 # 'frames' (one unmasked SDPA call per frame: frame_causal_attention)
     loss_impl: str = "chunked"   # 'chunked' (masked rows, in chunks) | 'full' (all rows at once)
     loss_chunk: int = 0          # rows per chunk of the chunked loss; 0: as many as keep one
                                  # chunk's fp32 logits within 256 MB (1024 at 64000 codes)
@@ -132,6 +134,8 @@ class Attention(nn.Module):
             k, v = self.kv_cache.update(slots, k, v)  # (B, nkv, max_len, hd)
         if isinstance(mask, torch.Tensor):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], enable_gqa=True)
+        elif isinstance(mask, FrameLayout):
+            y = frame_causal_attention(q, k, v, mask)
         else:
             y = flex_attention(q, k, v, block_mask=mask, enable_gqa=True)
         y = y.transpose(1, 2).reshape(B, L, self.n_head * self.head_dim)  # (B, L, nh*hd)
@@ -162,6 +166,28 @@ class Block(nn.Module):
     def forward(self, x, cos, sin, mask, slots=None):
         x = x + self.attn(self.attn_norm(x), cos, sin, mask, slots)
         return x + self.mlp(self.mlp_norm(x))
+
+
+def frame_causal_attention(q, k, v, layout):
+    """
+    Frame-causal attention as 1 + F unmasked SDPA calls, which the fastest (flash) kernels take:
+    the prompt attends causally to itself, and frame f to every token up to the end of frame f.
+    Only the blocks the rule allows are computed, and no mask tensor is built. Padding keys are
+    pushed out through one extra q.k dimension: q gets a 1 there, k the layout's key bias
+    (0, or -30000 on padding). The head dimension grows by 8 (flash kernels want multiples of 8).
+    q [B, H, L, D], k and v [B, H_kv, L, D]; layout: masking.FrameLayout.
+    """
+    B, H, L, D = q.shape
+    T, n = layout.text_len, layout.n
+    q = torch.cat([q, q.new_ones(B, H, L, 1), q.new_zeros(B, H, L, 7)], -1)
+    bias = layout.key_bias[:, None, :, None].to(k.dtype).expand(B, k.shape[1], L, 1)
+    k = torch.cat([k, bias, k.new_zeros(B, k.shape[1], L, 7)], -1)
+    v = F.pad(v, (0, 8))
+    sdpa = partial(F.scaled_dot_product_attention, scale=D ** -0.5, enable_gqa=True)
+    out = [sdpa(q[:, :, :T], k[:, :, :T], v[:, :, :T], is_causal=True)] if T else []
+    for end in range(T + n, L + 1, n):
+        out.append(sdpa(q[:, :, end - n:end], k[:, :, :end], v[:, :, :end]))
+    return torch.cat(out, 2)[..., :D]
 
 
 _compiled_flex = None
@@ -233,9 +259,9 @@ class GPT(nn.Module):
             raise ValueError(f"n_embd ({cfg.n_embd}) must be divisible by n_head ({cfg.n_head}) "
                              f"and n_head by n_kv_head ({cfg.n_kv_head})")
         rope_cos_sin(torch.zeros(3, 1, dtype=torch.long), cfg.head_dim, cfg.rope_kind)  # validates
-        if cfg.attn_impl not in ("sdpa", "flex") or cfg.loss_impl not in ("chunked", "full"):
-            raise ValueError(f"attn_impl must be 'sdpa' or 'flex' and loss_impl 'chunked' or "
-                             f"'full', got {cfg.attn_impl!r}, {cfg.loss_impl!r}")
+        if cfg.attn_impl not in ("sdpa", "flex", "frames") or cfg.loss_impl not in ("chunked", "full"):
+            raise ValueError(f"attn_impl must be 'sdpa', 'flex' or 'frames' and loss_impl 'chunked' "
+                             f"or 'full', got {cfg.attn_impl!r}, {cfg.loss_impl!r}")
         self.cfg = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
@@ -268,7 +294,9 @@ class GPT(nn.Module):
 
     def attention_mask(self, frame):
         """The frame-causal mask in the form the configured attention takes."""
-        return flex_block_mask(frame) if self.cfg.attn_impl == "flex" else attention_mask(frame)
+        if self.cfg.attn_impl == "flex":
+            return flex_block_mask(frame)
+        return frame_layout(frame) if self.cfg.attn_impl == "frames" else attention_mask(frame)
 
     def hidden(self, idx, cos, sin, mask, slots=None):
         """The transformer body: final-norm hidden states [B, L, d]. Fixed shapes throughout."""

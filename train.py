@@ -53,7 +53,7 @@ n_embd = 0
 ffn_hidden = 0
 rope_kind = "mmrope"           # '1d' | 'mrope' | 'mmrope'
 rope_scaling = True            # scale visual positions by the tokenizer's compression
-attn_impl = "sdpa"             # 'sdpa' | 'flex'
+attn_impl = "sdpa"             # 'sdpa' (dense mask) | 'flex' (FlexAttention, CUDA) | 'frames' (one SDPA call a frame)
 grad_checkpoint = False        # activation checkpointing: recompute each block in backward
 # AR-DF
 mask_kind = "tube"             # 'tube' | 'random' | 'diffusion_forcing'
@@ -194,7 +194,7 @@ class Batches:
         batch["targets"] = batch["idx"]
         batch["idx"] = batch["idx"].masked_fill(loss_mask, MASK)
         batch["loss_mask"] = loss_mask
-        if not cfg["compile"] and cfg["attn_impl"] == "sdpa":
+        if not cfg["compile"] and cfg["attn_impl"] in ("sdpa", "frames"):
             # drop columns that are padding in every row: same result, less work (compiled
             # graphs and FlexAttention kernels want one fixed length instead)
             trim = int((batch["frame"] == PAD_FRAME).all(0).sum())  # left padding is a prefix

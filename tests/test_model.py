@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from masking import attention_mask, history_mask
 from model import GPT, GPTConfig
-from tokenizer import MASK, VISUAL_OFFSET, build_sequence, collate, encode_text
+from tokenizer import MASK, PAD_FRAME, VISUAL_OFFSET, build_sequence, collate, encode_text
 from conftest import needs_compiler
 
 TEXT_LEN, FRAMES, H, W = 12, 3, 4, 4
@@ -44,6 +44,38 @@ def test_later_frames_never_change_earlier_outputs(k):
     # ... while frame k+1 itself is bidirectional: its other tokens do change
     assert not torch.allclose(after[:, start:start + N], before[:, start:start + N])
 
+
+
+def test_per_frame_attention_equals_the_dense_mask():
+    """attn_impl='frames' (one unmasked SDPA call per frame, padding keys pushed out through an
+    extra q.k dimension) gives the dense mask's logits, loss and gradients, padding included (the
+    unconditional row of the batch is all padding in its prompt)."""
+    b = batch()
+    idx, loss_mask = masked_inputs(b)
+    outs = []
+    for impl in ("sdpa", "frames"):
+        model = tiny_model(attn_impl=impl).train()
+        out = model(idx, b["frame"], b["row"], b["col"], targets=b["idx"], loss_mask=loss_mask)
+        (out["loss_sum"] / out["count"]).backward()
+        real = b["frame"] != PAD_FRAME  # padding rows' own outputs are never used
+        outs.append((logits(model, b)[real], out["loss_sum"].detach(),
+                     {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (l1, s1, g1), (l2, s2, g2) = outs
+    torch.testing.assert_close(l2, l1, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(s2, s1)
+    for name in g1:
+        torch.testing.assert_close(g2[name], g1[name], atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_frame_layout_rejects_a_batch_it_cannot_describe():
+    from masking import frame_layout
+    b = batch()
+    layout = frame_layout(b["frame"])
+    assert (layout.text_len, layout.n) == (TEXT_LEN, N)
+    assert (layout.key_bias < 0).sum() == (b["frame"] == PAD_FRAME).sum()
+    shuffled = b["frame"][:, torch.randperm(b["frame"].shape[1], generator=torch.Generator().manual_seed(0))]
+    with pytest.raises(ValueError, match="whole frames"):
+        frame_layout(shuffled)
 
 @needs_compiler
 def test_flex_attention_equals_dense_sdpa():
@@ -110,16 +142,19 @@ def loss_and_grads(model, b):
 
 
 @needs_compiler
-@pytest.mark.parametrize("variant", ["grad_checkpoint", "compiled"])
+@pytest.mark.parametrize("variant", ["grad_checkpoint", "compiled", "compiled_frames"])
 def test_checkpointed_and_compiled_training_match_eager(variant):
     """Activation checkpointing and the compiled body (the GPU training paths, on CPU here, so
-    a compile break is caught without a GPU) give the eager loss and gradients."""
+    a compile break is caught without a GPU) give the eager loss and gradients; compiled
+    per-frame attention gives the eager dense mask's."""
     b = batch()
     ref_loss, ref_grads = loss_and_grads(tiny_model().train(), b)
     if variant == "grad_checkpoint":
         model = tiny_model(grad_checkpoint=True).train()
-    else:
+    elif variant == "compiled":
         model = tiny_model().train().compile_body()
+    else:
+        model = tiny_model(attn_impl="frames").train().compile_body()
     loss, grads = loss_and_grads(model, b)
     torch.testing.assert_close(loss, ref_loss, atol=1e-5, rtol=1e-5)
     for name in ref_grads:
