@@ -177,16 +177,22 @@ def claim(out):
     return True
 
 
+def unfinished(cfg, runs):
+    """The runs not yet trained and scored: no done.json yet, or still claimed (a lane releases
+    its claim only after scoring)."""
+    dirs = [run_dir(cfg, arm, seed) for arm, _, seed in runs]
+    return [os.path.basename(d) for d in dirs if not os.path.isfile(os.path.join(d, "done.json"))
+            or os.path.isfile(os.path.join(d, "claim.pid"))]
+
+
 def training_study(cfg):
     """Train and score every arm and seed this process can claim; then, once every run is done
     (by this process or another lane), gather the table. None while other lanes are still busy."""
     runs = [(arm, overrides, seed) for arm, overrides in chosen_arms(cfg).items()
             for seed in range(cfg["seeds"])]
-    busy = []
     for arm, overrides, seed in runs:
         out = run_dir(cfg, arm, seed)
-        if not claim(out):
-            busy.append(os.path.basename(out))
+        if not claim(out):  # another lane is on it
             continue
         try:  # trained and scored under the claim, so no two lanes score the same run
             train_arm(cfg, arm, overrides, seed)
@@ -196,9 +202,10 @@ def training_study(cfg):
                 final_val(out, "tube")
         finally:
             os.remove(os.path.join(out, "claim.pid"))
+    busy = unfinished(cfg, runs)  # looked at now: lanes finish their runs while this one works
     if busy:
-        print(f"{', '.join(busy)}: being trained by another process. Run this command again once "
-              f"it has finished, to write the whole table.")
+        print(f"{', '.join(busy)}: being trained or scored by another process. The last lane to "
+              f"finish writes the whole table (or run this command again then).")
         return None
     rows, curves = {}, {}
     for arm, _, seed in runs:  # every run is done and scored: this only reads the cached results

@@ -81,3 +81,26 @@ def test_lanes_share_runs_through_claims(shards, tmp_path):
     rows = ablate.main(args)
     assert list(rows) == ["1d", "mmrope"] and (held / "done.json").exists()
     assert "| 1d |" in (tmp_path / "rope_1d_mmrope.md").read_text()
+
+
+def test_the_last_lane_sees_runs_others_finished_meanwhile(shards, tmp_path, monkeypatch):
+    """A run that was busy when this lane passed it, but that its lane finished (trained, scored,
+    released) before this lane's last run ended, counts as done: this lane writes the table."""
+    args = study_args(shards, tmp_path, "rope") + ["--seeds=1", "--arms=1d,mmrope"]
+    other = tmp_path / "rope" / "1d_s0"
+    other.mkdir(parents=True)
+    (other / "claim.pid").write_text(str(os.getppid()))
+    real_train = ablate.train_arm
+
+    def train_and_let_the_other_lane_finish(cfg, arm, overrides, seed):
+        out = real_train(cfg, arm, overrides, seed)
+        if arm == "mmrope":  # meanwhile the other lane trains and scores 1d_s0, then releases it
+            os.remove(other / "claim.pid")
+            real_train(cfg, "1d", ablate.STUDIES["rope"]["1d"], 0)
+            ablate.bench(str(other), cfg)
+            ablate.final_val(str(other))
+        return out
+
+    monkeypatch.setattr(ablate, "train_arm", train_and_let_the_other_lane_finish)
+    rows = ablate.main(args)
+    assert rows is not None and list(rows) == ["1d", "mmrope"]
