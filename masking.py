@@ -97,10 +97,9 @@ def frame_layout(frame_ids, pad_bias=-30000.0):
     first = frame_ids[0]
     text_len, n = int((first < 0).sum()), int((first == 0).sum())
     L = frame_ids.shape[1]
-    expected = torch.cat([torch.full((text_len,), -1, device=first.device),
+    expected = torch.cat([torch.full((text_len,), -1, device=first.device),  # text and padding: -1
                           torch.arange(L - text_len, device=first.device) // max(n, 1)])
-    if n == 0 or (L - text_len) % n or not bool(((frame_ids >= 0) == (expected >= 0)).all()
-                                                 & (frame_ids.clamp(min=-1) == expected).all()):
+    if n == 0 or (L - text_len) % n or not bool((frame_ids.clamp(min=-1) == expected).all()):
         raise ValueError("frame_layout needs every row laid out as prompt slots then whole frames "
                          "of equal size (tokenizer.layout); use attn_impl='sdpa' otherwise")
     key_bias = torch.where(frame_ids == PAD_FRAME, pad_bias, 0.0)

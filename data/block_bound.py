@@ -25,7 +25,7 @@ if ROOT not in sys.path:  # `python data/block_bound.py` runs with data/ as the 
     sys.path.insert(0, ROOT)
 
 from configurator import configure, print_config  # noqa: E402
-from data.shapes import make_sample  # noqa: E402
+from tokenizer import make_pool  # noqa: E402
 
 
 def blocks(videos, s_t, s, first):
@@ -59,17 +59,13 @@ def psnr_per_clip(sq_err, n):
     return (10 * torch.log10(255 ** 2 / sq_err.reshape(n, -1).mean(1).clamp(min=1e-6))).mean().item()
 
 
-def clips(split, n, cfg):
-    return np.stack([make_sample(i, split=split, height=cfg["height"], width=cfg["width"],
-                                 frames=cfg["frames"], kind="video")["video"] for i in range(n)])
-
-
 def main(argv=None):
     cfg = configure(dict(codes=(1000, 4000), n_train=2000, n_val=128, height=32, width=32,
                          frames=9, s_t=4, s=4, iters=30, tokenizer=""), argv)
     print_config(cfg)
     n, st, s = cfg["n_val"], cfg["s_t"], cfg["s"]
-    val = clips("val", n, cfg)
+    shape = (cfg["height"], cfg["width"], cfg["frames"])
+    val = make_pool("val", "video", n, *shape).numpy()  # the tokenizer's own validation clips
     if cfg["tokenizer"]:  # the trained tokenizer on the same clips, for comparison
         from tokenizer import load_tokenizer
         tok = load_tokenizer(cfg["tokenizer"])
@@ -77,7 +73,7 @@ def main(argv=None):
             err = (tok.decode(tok.encode(torch.from_numpy(val))).float() - torch.from_numpy(val).float()).square()
         print(f"{cfg['tokenizer']}: validation PSNR: all frames {psnr_per_clip(err, n):.2f} dB, "
               f"frame 0 {psnr_per_clip(err[:, :1], n):.2f}, frames 1+ {psnr_per_clip(err[:, 1:], n):.2f}")
-    train = clips("train", cfg["n_train"], cfg) if cfg["codes"] else None
+    train = make_pool("train", "video", cfg["n_train"], *shape).numpy() if cfg["codes"] else None
     for k in cfg["codes"]:
         t0 = time.time()
         e0, d0 = kmeans_errors(blocks(train, st, s, True), blocks(val, st, s, True), k, cfg["iters"])
