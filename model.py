@@ -301,6 +301,10 @@ class GPT(nn.Module):
     def hidden(self, idx, cos, sin, mask, slots=None):
         """The transformer body: final-norm hidden states [B, L, d]. Fixed shapes throughout."""
         x = self.wte(idx)  # (B, L, d)
+        if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:
+            # additive once for every layer: SDPA would convert a boolean mask in each call
+            dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+            mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
         for block in self.blocks:
             if self.cfg.grad_checkpoint and torch.is_grad_enabled():
                 x = checkpoint(block, x, cos, sin, mask, slots, use_reentrant=False)
