@@ -303,8 +303,9 @@ class GPT(nn.Module):
         x = self.wte(idx)  # (B, L, d)
         if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:
             # additive once for every layer: SDPA would convert a boolean mask in each call
-            dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
-            mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
+            dev = x.device.type
+            dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+            mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, -math.inf)
         for block in self.blocks:
             if self.cfg.grad_checkpoint and torch.is_grad_enabled():
                 x = checkpoint(block, x, cos, sin, mask, slots, use_reentrant=False)

@@ -45,7 +45,6 @@ def test_later_frames_never_change_earlier_outputs(k):
     assert not torch.allclose(after[:, start:start + N], before[:, start:start + N])
 
 
-
 def test_per_frame_attention_equals_the_dense_mask():
     """attn_impl='frames' (one unmasked SDPA call per frame, padding keys pushed out through an
     extra q.k dimension) gives the dense mask's logits, loss and gradients, padding included (the
@@ -76,6 +75,7 @@ def test_frame_layout_rejects_a_batch_it_cannot_describe():
     shuffled = b["frame"][:, torch.randperm(b["frame"].shape[1], generator=torch.Generator().manual_seed(0))]
     with pytest.raises(ValueError, match="whole frames"):
         frame_layout(shuffled)
+
 
 @needs_compiler
 def test_flex_attention_equals_dense_sdpa():
