@@ -270,3 +270,30 @@ def benchmark_prompts(height=32, width=32, frames=9, n_per_category=30):
                              attrs=attrs, video=render(attrs), seed=seed))
         prompts += kept
     return prompts
+
+
+def find_image(caption_text, height=32, width=32, tries=20_000):
+    """The first val-split image whose caption is caption_text (e.g. "a red circle"), or None."""
+    for held_out, split in ((False, "val"), (True, "test")):  # held-out pairs live in test only
+        for seed in range(tries):
+            attrs = draw_attrs(seed, split, height, width, kind="image", layout="single", held_out=held_out)
+            if caption(attrs) == caption_text:
+                return render(attrs)[0]
+    return None
+
+
+if __name__ == "__main__":
+    # A first frame for image-to-video: python data/shapes.py --caption="a red circle" --out=first.png
+    import os
+    import sys
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from PIL import Image
+
+    from configurator import configure
+    config = configure(dict(caption="a red circle", out="first.png", height=32, width=32))
+    image = find_image(config["caption"], config["height"], config["width"])
+    if image is None:
+        raise SystemExit(f"error: no shapes image reads {config['caption']!r}: use 'a <colour> <shape>' with "
+                         f"colour one of {', '.join(PALETTE)} and shape one of {', '.join(SHAPES)}")
+    Image.fromarray(image).save(config["out"])
+    print(f"wrote {config['out']} ({config['width']}x{config['height']}): {config['caption']}")

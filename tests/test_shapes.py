@@ -5,9 +5,9 @@ import re
 import numpy as np
 import pytest
 
-from data.shapes import (CATEGORIES, HELD_OUT_COLOUR_MOTION, HELD_OUT_SHAPE_COLOUR, LAYOUTS, MOTIONS,
-                         NUMBERS, PALETTE, RELATIONS, SHAPES, ShapesDataset, benchmark_prompts, draw_attrs,
-                         make_sample, render, split_seeds)
+from data.shapes import (BACKGROUND, CATEGORIES, HELD_OUT_COLOUR_MOTION, HELD_OUT_SHAPE_COLOUR, LAYOUTS,
+                         MOTIONS, NUMBERS, PALETTE, RELATIONS, SHAPES, ShapesDataset, benchmark_prompts,
+                         draw_attrs, find_image, make_sample, render, split_seeds)
 
 CANVASES = [dict(height=32, width=32, frames=9), dict(height=64, width=64, frames=17),
             dict(height=32, width=48, frames=2), dict(height=32, width=32, frames=1)]
@@ -119,6 +119,15 @@ def test_benchmark_is_fixed_and_only_held_out_asks_for_unseen_combinations():
         assert uses_held_out(p["attrs"]) == (p["category"] == "held_out")
         assert p["video"].shape[0] == (1 if p["kind"] == "image" else 9)
     assert {p["scored_as"] for p in large if p["category"] == "held_out"} == {"single_object", "motion"}
+
+
+@pytest.mark.parametrize("colour,shape", [("red", "circle"), ("green", "circle")])  # seen, held out
+def test_find_image_draws_the_asked_object_alone(colour, shape):
+    image = find_image(f"a {colour} {shape}")
+    assert image.shape == (32, 32, 3)
+    pixels = {tuple(p) for p in image.reshape(-1, 3)}
+    assert pixels == {BACKGROUND, PALETTE[colour]}  # one object, the asked colour
+    assert find_image("a pink blob", tries=50) is None
 
 
 def test_dataset_mixes_kinds_evenly_and_indexes_deterministically():
