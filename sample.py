@@ -6,7 +6,8 @@ image in frame 0.
 
     python sample.py --out_dir=out --prompt="a red circle moves right"
     python sample.py --out_dir=out --prompt="a blue square" --frames=1          # text-to-image
-    python sample.py --out_dir=out --prompt="a red circle moves up" --image=first.png
+    python sample.py --out_dir=out --prompt="a red circle moves right" --image=first.png
+    (first.png: any image at the model's resolution, e.g. from data/shapes.py --caption="a red circle")
 """
 import math
 import os
