@@ -273,11 +273,13 @@ def benchmark_prompts(height=32, width=32, frames=9, n_per_category=30):
 
 
 def find_image(caption_text, height=32, width=32, tries=20_000):
-    """The first val-split image whose caption is caption_text (e.g. "a red circle"), or None."""
+    """The first val-split image whose caption is caption_text (e.g. "a red circle"), with its
+    object near the centre so that any motion can follow; None if there is none."""
     for held_out, split in ((False, "val"), (True, "test")):  # held-out pairs live in test only
         for seed in range(tries):
             attrs = draw_attrs(seed, split, height, width, kind="image", layout="single", held_out=held_out)
-            if caption(attrs) == caption_text:
+            x, y = attrs["objects"][0]["centroids"][0]
+            if caption(attrs) == caption_text and abs(x / width - 0.5) < 0.15 and abs(y / height - 0.5) < 0.15:
                 return render(attrs)[0]
     return None
 

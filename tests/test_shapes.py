@@ -127,6 +127,8 @@ def test_find_image_draws_the_asked_object_alone(colour, shape):
     assert image.shape == (32, 32, 3)
     pixels = {tuple(p) for p in image.reshape(-1, 3)}
     assert pixels == {BACKGROUND, PALETTE[colour]}  # one object, the asked colour
+    ys, xs = np.nonzero((image != BACKGROUND).any(-1))
+    assert abs(xs.mean() + 0.5 - 16) < 5 and abs(ys.mean() + 0.5 - 16) < 5  # near the centre
     assert find_image("a pink blob", tries=50) is None
 
 
