@@ -279,7 +279,8 @@ def find_image(caption_text, height=32, width=32, tries=20_000):
         for seed in range(tries):
             attrs = draw_attrs(seed, split, height, width, kind="image", layout="single", held_out=held_out)
             x, y = attrs["objects"][0]["centroids"][0]
-            if caption(attrs) == caption_text and abs(x / width - 0.5) < 0.15 and abs(y / height - 0.5) < 0.15:
+            central = abs(x / width - 0.5) < 0.15 and abs(y / height - 0.5) < 0.15
+            if central and caption(attrs) == caption_text:
                 return render(attrs)[0]
     return None
 
