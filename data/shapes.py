@@ -13,6 +13,7 @@ Coordinates are in pixels, x to the right, y down; pixel (i, j) covers [j, j+1) 
 are whole pixels.
 """
 import math
+import os
 
 import numpy as np
 
@@ -285,18 +286,25 @@ def find_image(caption_text, height=32, width=32, tries=20_000):
     return None
 
 
+
+def write_image(caption_text, out, height=32, width=32):
+    """Save find_image(caption_text) as the PNG `out`: a first frame for image-to-video. An unknown
+    caption or an existing file stops with one message; nothing is overwritten."""
+    from PIL import Image
+    if os.path.exists(out):
+        raise SystemExit(f"error: {out} exists: pass another --out, or delete it first")
+    image = find_image(caption_text, height, width)
+    if image is None:
+        raise SystemExit(f"error: no shapes image reads {caption_text!r}: use 'a <colour> <shape>' with "
+                         f"colour one of {', '.join(PALETTE)} and shape one of {', '.join(SHAPES)}")
+    Image.fromarray(image).save(out)
+    print(f"wrote {out} ({width}x{height}): {caption_text}")
+
+
 if __name__ == "__main__":
-    # A first frame for image-to-video: python data/shapes.py --caption="a red circle" --out=first.png
-    import os
+    # python data/shapes.py --caption="a red circle" --out=first.png
     import sys
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from PIL import Image
-
     from configurator import configure
     config = configure(dict(caption="a red circle", out="first.png", height=32, width=32))
-    image = find_image(config["caption"], config["height"], config["width"])
-    if image is None:
-        raise SystemExit(f"error: no shapes image reads {config['caption']!r}: use 'a <colour> <shape>' with "
-                         f"colour one of {', '.join(PALETTE)} and shape one of {', '.join(SHAPES)}")
-    Image.fromarray(image).save(config["out"])
-    print(f"wrote {config['out']} ({config['width']}x{config['height']}): {config['caption']}")
+    write_image(config["caption"], config["out"], config["height"], config["width"])

@@ -7,7 +7,7 @@ import pytest
 
 from data.shapes import (BACKGROUND, CATEGORIES, HELD_OUT_COLOUR_MOTION, HELD_OUT_SHAPE_COLOUR, LAYOUTS,
                          MOTIONS, NUMBERS, PALETTE, RELATIONS, SHAPES, ShapesDataset, benchmark_prompts,
-                         draw_attrs, find_image, make_sample, render, split_seeds)
+                         draw_attrs, find_image, make_sample, render, split_seeds, write_image)
 
 CANVASES = [dict(height=32, width=32, frames=9), dict(height=64, width=64, frames=17),
             dict(height=32, width=48, frames=2), dict(height=32, width=32, frames=1)]
@@ -130,6 +130,19 @@ def test_find_image_draws_the_asked_object_alone(colour, shape):
     ys, xs = np.nonzero((image != BACKGROUND).any(-1))
     assert abs(xs.mean() + 0.5 - 16) < 5 and abs(ys.mean() + 0.5 - 16) < 5  # near the centre
     assert find_image("a pink blob", tries=50) is None
+
+
+def test_write_image_saves_the_png_and_never_overwrites(tmp_path):
+    from PIL import Image
+    out = tmp_path / "first.png"
+    write_image("a blue square", str(out))
+    assert np.array_equal(np.array(Image.open(out)), find_image("a blue square"))
+    out.write_bytes(b"the user's own file")
+    with pytest.raises(SystemExit, match="exists"):
+        write_image("a red circle", str(out))
+    assert out.read_bytes() == b"the user's own file"
+    with pytest.raises(SystemExit, match="no shapes image"):
+        write_image("a pink blob", str(tmp_path / "other.png"))
 
 
 def test_dataset_mixes_kinds_evenly_and_indexes_deterministically():
