@@ -84,7 +84,8 @@ def token_suffix(cfg):
 def bench(out, cfg, history_ratio=HISTORY_RATIO, seed=0):
     """ShapesBench scores of a trained run, cached in the run directory."""
     path = os.path.join(out, f"shapesbench_h{history_ratio}_s{seed}_cfg{cfg['cfg']}_steps{cfg['steps']}"
-                             f"_t{cfg['temperature']}{token_suffix(cfg)}_n{cfg['n_per_category']}.json")
+                             f"_t{cfg['temperature']}{token_suffix(cfg)}_n{cfg['n_per_category']}"
+                             f"_d{shapesbench.DETECTOR}.json")
     if not os.path.isfile(path):
         scores = shapesbench.main([f"--out_dir={out}", f"--n_per_category={cfg['n_per_category']}",
                                    f"--history_ratio={history_ratio}", f"--seed={seed}",

@@ -22,13 +22,16 @@ _BG = np.array(BACKGROUND, np.float32)
 _TOWARDS = np.array([PALETTE[c] for c in COLOUR_NAMES], np.float32) - _BG  # (7, 3)
 COLOUR_TOL = 60.0   # RGB distance from the colour/background mix; palette colours are >= 255 apart
 MIN_AREA = 0.0125   # of the canvas; the smallest object (a triangle) covers about 0.03
-SQUARE_FILL, TRIANGLE_FILL = 0.9, 0.66  # fill of the bounding box: square 1.0, circle 0.79, triangle 0.5
+SQUARE_FILL, CIRCLE_FILL = 0.9, 0.66  # fill of the bounding box: square 1.0, circle 0.79, triangle 0.5
 TRIANGLE_TOP = 0.4  # share of the area in the upper half: 0.25 for the (upward) triangle, 0.5 otherwise
+TRIANGLE_FILL = 0.4  # least fill of a triangle (0.5 drawn, 0.48 to 0.87 through the tokenizer)
+SIDE_TOL = 0.15     # every shape is left-right symmetric: its left half holds 0.5 +- this of its area
 MOVE_MIN = 0.15     # of the canvas side: a moving object must travel at least this far (data: 0.3-0.5)
 DRIFT_MAX = 0.08    # of the canvas side: most a "still" object, or a mover across its axis, may drift
 STEP_TOL = 0.05     # of the canvas side: most a per-frame step may differ from the mean step (smoothness)
 RELATION_MIN = 0.08  # of the canvas side: centroids must differ this much along a relation's axis
 PLACE_TOL = 0.1     # of the canvas side: i2v frame 0 objects must sit this close to the given image's
+DETECTOR = 2  # raised whenever a detector change moves scores; scores cached by ablate.py carry it
 
 
 def colour_labels(video):
@@ -63,12 +66,16 @@ def label_components(labels):
         comp = new
 
 
-def classify_shape(fill, top_share):
-    """Shape name from the fraction of its bounding box a component fills and the share of its area
-    in the upper half of the box (the triangle points up; that share survives blur better)."""
-    if top_share < TRIANGLE_TOP or fill < TRIANGLE_FILL:
-        return "triangle"
-    return "square" if fill >= SQUARE_FILL else "circle"
+def classify_shape(fill, top_share, left_share=0.5):
+    """Shape name from the fraction of its bounding box a component fills and the shares of its area
+    in the upper and left halves of the box (the triangle points up; those shares survive blur
+    better). "unknown" for anything else (a ring, an L, a speckled or lopsided blob): it matches no
+    prompt."""
+    if abs(left_share - 0.5) > SIDE_TOL:
+        return "unknown"
+    if top_share < TRIANGLE_TOP:
+        return "triangle" if fill >= TRIANGLE_FILL else "unknown"
+    return "square" if fill >= SQUARE_FILL else "circle" if fill >= CIRCLE_FILL else "unknown"
 
 
 def detect_objects(video):
@@ -86,9 +93,11 @@ def detect_objects(video):
         x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
         fill = area / ((x1 - x0) * (y1 - y0))
         rows = (ys + 0.5 - y0) / (y1 - y0)  # pixel centres in [0, 1] down the box; a middle row splits
+        cols = (xs + 0.5 - x0) / (x1 - x0)
         top_share = ((rows < 0.5).sum() + 0.5 * (rows == 0.5).sum()) / area
+        left_share = ((cols < 0.5).sum() + 0.5 * (cols == 0.5).sum()) / area
         frames[t[0]].append(dict(
-            colour=COLOUR_NAMES[labels.flat[id_]], shape=classify_shape(fill, top_share),
+            colour=COLOUR_NAMES[labels.flat[id_]], shape=classify_shape(fill, top_share, left_share),
             area=int(area), centroid=(xs.mean() + 0.5, ys.mean() + 0.5), bbox=(x0, y0, x1, y1)))
     return [sorted(objs, key=lambda o: -o["area"]) for objs in frames]
 
@@ -391,7 +400,7 @@ def main(argv=None):
     print("single_object outcomes: " + ", ".join(f"{k} {v}" for k, v in outcomes.items()))
     stem = os.path.join(cfg["out_dir"], f"shapesbench_h{cfg['history_ratio']}")
     with open(stem + ".json", "w") as f:
-        json.dump(dict(scores=scores, single_object_outcomes=outcomes, config=cfg,
+        json.dump(dict(scores=scores, single_object_outcomes=outcomes, config=cfg, detector=DETECTOR,
                        checkpoint=os.path.join(cfg["out_dir"], cfg["ckpt"]),
                        iter_num=ckpt["iter_num"]), f, indent=2)
     by_category = {}

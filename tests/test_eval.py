@@ -39,6 +39,27 @@ def test_detector_reads_colour_shape_and_centroid_of_single_objects():
             assert np.abs(np.subtract(got["centroid"], want["centroids"][0])).max() < 0.6
 
 
+def _drawn(mask, colour="red"):
+    """A 32x32 frame with `mask` (a boolean 12x12 pattern) painted at (10, 10) in a palette colour."""
+    frame = np.full((32, 32, 3), BACKGROUND, np.uint8)
+    frame[10:22, 10:22][mask] = PALETTE[colour]
+    return frame[None]
+
+
+def test_blobs_that_are_no_shape_are_not_read_as_one():
+    y, x = np.mgrid[:12, :12] + 0.5
+    r = np.hypot(y - 6, x - 6)
+    non_shapes = {"ring": (r < 6) & (r > 3.5), "cross": (abs(y - 6) < 2) | (abs(x - 6) < 2),
+                  "downward triangle": abs(x - 6) < 6 - y / 2, "L": (x < 4) | (y > 8),
+                  "speckled square": (y.astype(int) + x.astype(int)) % 3 > 0}
+    for name, mask in non_shapes.items():
+        shapes = [o["shape"] for o in detect_objects(_drawn(mask))[0]]
+        assert "triangle" not in shapes and "circle" not in shapes and "square" not in shapes, name
+    shapes = {"square": np.ones((12, 12), bool), "circle": r < 6, "triangle": abs(x - 6) < y / 2}
+    for name, mask in shapes.items():  # the same drawing code does read the three shapes
+        assert [o["shape"] for o in detect_objects(_drawn(mask))[0]] == [name]
+
+
 @pytest.mark.parametrize("canvas", [(32, 32, 9), (64, 64, 17)])
 def test_ground_truth_scores_at_least_098_in_every_category(canvas, prompts):
     cases = prompts if canvas == (32, 32, 9) else benchmark_prompts(*canvas, n_per_category=5)
@@ -90,12 +111,14 @@ def test_swapped_colours_fail_attribution(prompts):
         assert not passes(recoloured(p["video"], a, b), p)
 
 
-def test_reversed_motion_fails_motion_and_i2v(prompts):
+def test_reversed_or_frozen_motion_fails_motion_and_i2v(prompts):
     for category in ("motion", "i2v"):
         cases = of(prompts, category, moving)
         assert cases
         for p in cases:
             assert not passes(p["video"][::-1], p)
+            # frame 0 right, then no motion: i2v must fail on the motion alone
+            assert not passes(np.repeat(p["video"][:1], len(p["video"]), 0), p)
 
 
 def test_shuffled_frames_fail_smoothness(prompts):
