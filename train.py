@@ -143,6 +143,14 @@ class Batches:
             self.meta = load_meta(cfg["data_dir"])
         except FileNotFoundError as e:
             raise SystemExit(f"error: {e}")
+        m = self.meta
+        have, asked = (m["height"], m["width"], m["frames"], m["fps"]), tuple(
+            cfg[k] for k in ("height", "width", "frames", "fps"))
+        if have != asked:
+            raise SystemExit(f"error: {cfg['data_dir']} holds {have[0]}x{have[1]} clips of {have[2]} "
+                             f"frames at {have[3]} fps, but this run asks for {asked[0]}x{asked[1]}, "
+                             f"{asked[2]} frames at {asked[3]} fps: give another --data_dir (shapes "
+                             f"shards are made there on first use) or the data's settings")
         self.kinds = {}
         for kind in ("video", "image"):
             try:
@@ -152,7 +160,9 @@ class Batches:
             if len(records):
                 self.kinds[kind] = (codes, [self.prompt_ids(r["caption"], codes.shape[1]) for r in records])
         if not self.kinds:
-            raise SystemExit(f"error: no {split} shards in {cfg['data_dir']}: run python data/prepare.py")
+            raise SystemExit(f"error: no {split} clips in {cfg['data_dir']}: run python data/prepare.py "
+                             f"(for a folder of your own, with enough files that val_fraction leaves "
+                             f"some in each split)")
 
     def prompt_ids(self, caption, latent_frames):
         m, st = self.meta, self.meta["compression"][0]
@@ -281,8 +291,20 @@ def model_from_checkpoint(ckpt, path, **overrides):
 
 
 def rng_state():
-    return dict(torch=torch.get_rng_state(), numpy=np.random.get_state()[1].tolist(),
+    """The global RNGs (training draws from keyed generators, Batches.generator; these cover the
+    rest, such as model init and sampling at the end). Rank 0's on every rank after a resume."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return dict(torch=torch.get_rng_state(), numpy=[kind, keys.tolist(), pos, has_gauss, gauss],
                 cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state["torch"].cpu())
+    if isinstance(state["numpy"], list) and len(state["numpy"]) == 5:  # older checkpoints: keys only
+        kind, keys, *rest = state["numpy"]
+        np.random.set_state((kind, np.array(keys, np.uint32), *rest))
+    if torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 # -----------------------------------------------------------------------------
@@ -348,15 +370,21 @@ def main(argv=None):
         header = run_header(cfg, device)
     if cfg["dataset"] == "shapes" and master and not os.path.isfile(os.path.join(cfg["data_dir"], "meta.json")):
         from data.prepare import prepare_shapes
-        prepare_shapes(out=cfg["data_dir"], tokenizer_path=cfg["tokenizer_path"], height=cfg["height"],
-                       width=cfg["width"], frames=cfg["frames"], fps=cfg["fps"], device=str(device))
+        try:
+            prepare_shapes(out=cfg["data_dir"], tokenizer_path=cfg["tokenizer_path"], height=cfg["height"],
+                           width=cfg["width"], frames=cfg["frames"], fps=cfg["fps"], device=str(device))
+        except ValueError as e:  # a resolution or frame count the tokenizer cannot take
+            raise SystemExit(f"error: {e}")
     if world > 1:
         dist.barrier()
     torch.manual_seed(cfg["seed"] + rank)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     device_type = "cuda" if str(device).startswith("cuda") else "cpu"
-    ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg["dtype"]]
+    if cfg["dtype"] not in ("float32", "bfloat16"):  # float16 would need loss scaling, which is not here
+        raise SystemExit(f"error: dtype must be 'float32' or 'bfloat16', got {cfg['dtype']!r} "
+                         f"(on a GPU without bfloat16, use float32)")
+    ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[cfg["dtype"]]
     ctx = (contextlib.nullcontext() if ptdtype == torch.float32
            else torch.autocast(device_type=device_type, dtype=ptdtype))
 
@@ -384,8 +412,11 @@ def main(argv=None):
         raise SystemExit(f"error: init_from must be 'scratch' or 'resume', got {cfg['init_from']!r}")
     optimizer = make_optimizer(model, cfg, device)
     if cfg["init_from"] == "resume":
+        hyper = [dict(weight_decay=g["weight_decay"], betas=g["betas"]) for g in optimizer.param_groups]
         optimizer.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+        for group, h in zip(optimizer.param_groups, hyper):  # this run's settings, not the old run's
+            group.update(h)
+        set_rng_state(ckpt["rng"])
         del ckpt
     if master:
         print(f"model: {model.num_params() / 1e6:.2f}M parameters "
@@ -409,6 +440,7 @@ def main(argv=None):
         wandb.init(project=cfg["wandb_project"], config=cfg)
     peak = device_peak_flops(device)
     accum = cfg["gradient_accumulation_steps"]
+    n_frames = max(shape[0] for shape in meta["latent_shape"].values())
     t_log, tokens_since, flops_since, first_step = time.time(), 0, 0.0, True
     bar = tqdm(total=cfg["max_iters"], initial=iter_num, disable=not master, desc="train")
 
@@ -450,7 +482,9 @@ def main(argv=None):
         if world > 1:
             dist.all_reduce(counts)  # one collective for both
         count, text_count = counts
-        loss_sum, frame_loss, frame_count, text_sum = 0.0, 0, 0, 0.0
+        # loss, text loss, per-frame loss and per-frame count summed over micro-batches (image
+        # micro-batches fill frame 0 only), then over ranks in one all-reduce
+        stats = torch.zeros(2 + 2 * n_frames, device=device)
         for m, b in enumerate(micro):
             b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
             last = m == accum - 1
@@ -464,21 +498,22 @@ def main(argv=None):
                 if "text_loss_sum" in out:
                     objective = objective + cfg["text_loss"] * out["text_loss_sum"] / text_count.clamp(min=1)
                 (objective * world).backward()
-            loss_sum += out["loss_sum"].detach()
-            text_sum += out["text_loss_sum"].detach() if "text_loss_sum" in out else 0.0
-            frame_loss = frame_loss + out["frame_loss_sum"]
-            frame_count = frame_count + out["frame_count"]
+            n = len(out["frame_count"])
+            stats[0] += out["loss_sum"].detach()
+            stats[1] += out["text_loss_sum"].detach() if "text_loss_sum" in out else 0.0
+            stats[2:2 + n] += out["frame_loss_sum"]
+            stats[2 + n_frames:2 + n_frames + n] += out["frame_count"]
             tokens_since += b["idx"].numel()
             flops_since += step_flops(raw_model, b["frame"], int(b["loss_mask"].sum()))
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
         if world > 1:
-            dist.all_reduce(loss_sum)
-            if cfg["text_loss"]:
-                dist.all_reduce(text_sum)
+            dist.all_reduce(stats)
+        loss_sum, text_sum, frame_loss, frame_count = stats[0], stats[1], *stats[2:].split(n_frames)
         loss = (loss_sum / count).item()
-        if not math.isfinite(loss):
-            raise SystemExit(f"error: loss is {loss} at iter {iter_num}; stopping. The last good "
-                             f"checkpoint is {ckpt_path}: resume from it with a lower learning_rate")
+        if not (math.isfinite(loss) and math.isfinite(float(grad_norm))):  # before the step spoils the weights
+            raise SystemExit(f"error: loss {loss}, gradient norm {float(grad_norm)} at iter {iter_num}; "
+                             f"stopping. The last good checkpoint is {ckpt_path}: resume from it "
+                             f"with a lower learning_rate")
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         iter_num += 1
@@ -489,14 +524,15 @@ def main(argv=None):
 
         if iter_num % cfg["log_interval"] == 0 and master:
             dt = time.time() - t_log
-            per_frame = (frame_loss / frame_count.clamp(min=1)).tolist()
+            per_frame = [l / c if c else None for l, c in zip(frame_loss.tolist(), frame_count.tolist())]
             rec = dict(iter=iter_num, loss=loss, frame_loss=per_frame,
                        text_loss=float(text_sum / text_count.clamp(min=1)) if cfg["text_loss"] else None,
                        grad_norm=float(grad_norm),
                        lr=lr, tokens_per_s=tokens_since * world / dt,
                        mfu=flops_since * world / dt / peak if peak else None,
                        peak_mem_gb=torch.cuda.max_memory_allocated() / 1e9 if device_type == "cuda" else None)
-            bar.write(f"iter {iter_num}: loss {loss:.4f} | frames " + " ".join(f"{x:.2f}" for x in per_frame)
+            bar.write(f"iter {iter_num}: loss {loss:.4f} | frames "
+                      + " ".join("-" if x is None else f"{x:.2f}" for x in per_frame)
                       + (f" | text {rec['text_loss']:.3f}" if cfg["text_loss"] else "")
                       + f" | grad {rec['grad_norm']:.2f} | lr {lr:.2e} | {rec['tokens_per_s']:.0f} tok/s"
                       + (f" | mfu {100 * rec['mfu']:.1f}%" if rec["mfu"] else "")

@@ -15,9 +15,13 @@ def args(shards, out_dir, **kw):
     return train_args(shards, out_dir, **kw)
 
 
-def train_losses(out_dir):
+def train_log(out_dir):
     with open(os.path.join(out_dir, "log.jsonl")) as f:
-        return {r["iter"]: r["loss"] for r in map(json.loads, f) if "loss" in r}
+        return {r["iter"]: r for r in map(json.loads, f) if "loss" in r}
+
+
+def train_losses(out_dir):
+    return {i: r["loss"] for i, r in train_log(out_dir).items()}
 
 
 def test_unknown_key_and_wrong_type_are_rejected(capsys):
@@ -72,10 +76,18 @@ def test_ddp_equals_gradient_accumulation(shards, tmp_path):
     common = dict(max_iters=3, eval_interval=100, text_drop=0.5, text_loss=0.5)  # both losses
     mp.spawn(_ddp_worker, args=(2, free_port(), args(shards, ddp, **common)), nprocs=2)
     train.main(args(shards, accum, gradient_accumulation_steps=2, **common))
-    a, b = train_losses(ddp), train_losses(accum)
+    a, b = train_log(ddp), train_log(accum)
     assert sorted(a) == [1, 2, 3]
     for i in a:
-        assert abs(a[i] - b[i]) < 1e-5
+        assert abs(a[i]["loss"] - b[i]["loss"]) < 1e-5
+        # per-frame losses too: summed over ranks, and over micro-batches of images (1 frame)
+        # and videos (3 latent frames) alike
+        assert [x is None for x in a[i]["frame_loss"]] == [x is None for x in b[i]["frame_loss"]]
+        assert all(abs(x - y) < 1e-5 for x, y in zip(a[i]["frame_loss"], b[i]["frame_loss"]) if x is not None)
+    batches = train.Batches(dict(train.DEFAULTS, data_dir=str(shards / "shards"), batch_size=4,
+                                 image_ratio=0.5, gradient_accumulation_steps=2), "train", 0)
+    kinds = [{int(batches.get(step, m)["frame"].max()) for m in (0, 1)} for step in range(3)]
+    assert {0, 2} in kinds  # some step mixes an image micro-batch with a video one
     wa = torch.load(ddp / "ckpt.pt", weights_only=True)["model"]
     wb = torch.load(accum / "ckpt.pt", weights_only=True)["model"]
     for name in wa:
@@ -92,6 +104,16 @@ def test_missing_and_corrupt_checkpoints_are_clear_errors(shards, tmp_path):
     with pytest.raises(SystemExit, match="exists: continue that run with --init_from=resume"):
         train.main(args(shards, tmp_path))  # a new run never overwrites an old one's checkpoint
     assert (tmp_path / "ckpt.pt").read_bytes() == b"not a checkpoint"
+
+
+def test_data_of_another_geometry_and_a_bad_dtype_are_clear_errors(shards, tmp_path):
+    with pytest.raises(SystemExit, match="holds 32x32 clips of 9 frames at 8 fps, but this run asks "
+                                         "for 64x64, 9 frames at 8 fps: give another --data_dir"):
+        train.main(args(shards, tmp_path / "a", height=64, width=64))
+    with pytest.raises(SystemExit, match="multiple of 4"):  # new shapes shards at a bad resolution
+        train.main(args(shards, tmp_path / "b", data_dir=str(tmp_path / "new"), height=30))
+    with pytest.raises(SystemExit, match="dtype must be 'float32' or 'bfloat16'"):
+        train.main(args(shards, tmp_path / "c", dtype="float16"))
 
 
 def test_empty_data_folder_is_a_clear_error(tmp_path):
