@@ -7,7 +7,7 @@ Encode a dataset into token shards once: the video tokenizer is frozen while the
 
 Shards, one pair per split ("train", "val") and kind ("video", "image"):
     {out}/{split}_{kind}.bin    codes as a raw np.uint16 array [n, F, h, w] (np.uint32 when the
-                                codebook has more than 65535 codes)
+                                codebook has more than 65536 codes)
     {out}/{split}_{kind}.jsonl  one JSON record per sample: caption, attrs, seed (shapes) or file
     {out}/meta.json             height, width, frames, fps, latent_shape per kind, compression,
                                 levels, codebook_size, tokenizer, counts, dtype; written last, so
@@ -75,6 +75,7 @@ class ShardWriter:
     def __init__(self, out, tokenizer, batch_size):
         os.makedirs(out, exist_ok=True)
         if os.path.exists(os.path.join(out, "meta.json")):
+            print(f"replacing the shards in {out}")
             os.remove(os.path.join(out, "meta.json"))  # the folder is incomplete until we finish
         self.out, self.tokenizer, self.batch_size = out, tokenizer, batch_size
         self.dtype = np.uint16 if tokenizer.codebook_size <= 65536 else np.uint32
@@ -212,13 +213,14 @@ def read_video(path, height, width, frames, fps):
     except ImportError:
         raise ImportError("reading videos needs PyAV: pip install av") from None
     wanted = [i / fps for i in range(frames)]
-    times, images = [], []
+    times, images, t0 = [], [], None
     with av.open(path) as container:
         stream = container.streams.video[0]
         rate = float(stream.average_rate or fps)
         for i, frame in enumerate(container.decode(stream)):
             t = frame.time if frame.time is not None else i / rate
-            times.append(t - (times[0] if times else t))  # clip time starts at the first frame
+            t0 = t if t0 is None else t0
+            times.append(t - t0)  # clip time starts at the first frame (a stream may start later than 0)
             images.append(frame.to_image())
             if times[-1] >= wanted[-1]:
                 break
@@ -246,6 +248,12 @@ def prepare_folder(folder, **overrides):
     tokenizer = get_tokenizer(cfg["tokenizer_path"], H, W, T, cfg["device"])
     tokenizer.check_geometry(T, H, W)
     writer = ShardWriter(cfg["out"], tokenizer, cfg["batch_size"])
+    # a stable hash of the name, so the split doesn't change when files are added; when no name
+    # falls in val (a small folder), the lowest hash goes there, so training has validation clips
+    hashes = {name: zlib.crc32(name.encode()) % 10_000 for name in files if name in captions}
+    val = {name for name, h in hashes.items() if h < cfg["val_fraction"] * 10_000}
+    if not val and cfg["val_fraction"] > 0 and len(hashes) > 1:
+        val = {min(hashes, key=hashes.get)}
     skipped = 0
     for name in tqdm(files, desc=f"encoding {folder} -> {cfg['out']}"):
         if name not in captions:
@@ -263,9 +271,7 @@ def prepare_folder(folder, **overrides):
             tqdm.write(f"warning: skipping unreadable {name}: {type(e).__name__}: {e}")
             skipped += 1
             continue
-        # a stable hash of the name, so the split doesn't change when files are added
-        split = "val" if zlib.crc32(name.encode()) % 10_000 < cfg["val_fraction"] * 10_000 else "train"
-        writer.add(split, kind, clip, dict(caption=captions[name], file=name))
+        writer.add("val" if name in val else "train", kind, clip, dict(caption=captions[name], file=name))
     meta = writer.close(cfg["tokenizer_path"], H, W, T, cfg["fps"], source=os.path.abspath(folder))
     print(f"ingested {len(files) - skipped} of {len(files)} files ({skipped} skipped)")
     return meta
@@ -277,7 +283,10 @@ if __name__ == "__main__":
     print("data preparation, resolved config:")
     print_config(config)
     options = {k: v for k, v in config.items() if k != "folder"}
-    meta = (prepare_folder(config["folder"], **options) if config["folder"]
-            else prepare_shapes(**options))
+    try:
+        meta = (prepare_folder(config["folder"], **options) if config["folder"]
+                else prepare_shapes(**options))
+    except (ValueError, FileNotFoundError) as e:  # bad geometry, no files, no captions file
+        raise SystemExit(f"error: {e}")
     print(f"wrote {config['out']}: counts {meta['counts']}, latent shapes {meta['latent_shape']}, "
           f"codes as {meta['dtype']}")

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from data.shapes import make_sample
-from data.prepare import load_meta, load_shards, prepare_folder, prepare_shapes, read_image
+from data.prepare import load_meta, load_shards, prepare_folder, prepare_shapes, read_image, read_video
 from tokenizer import TokenizerConfig, VideoTokenizer, save_tokenizer
 
 
@@ -63,18 +63,41 @@ def test_folder_of_pngs_with_csv_captions(tmp_path, tokenizer_path):
     assert np.array_equal(codes[1], expected.numpy())
 
 
+def test_a_small_folder_still_gets_a_validation_clip(tmp_path, tokenizer_path):
+    folder = tmp_path / "imgs"
+    write_images(folder, ["a.png", "b.png", "c.png"])
+    (folder / "captions.csv").write_text("file,caption\na.png,a\nb.png,b\nc.png,c\n")
+    meta = prepare_folder(str(folder), **dict(options(tmp_path, tokenizer_path), val_fraction=0.05))
+    assert meta["counts"]["val"]["image"] == 1 and meta["counts"]["train"]["image"] == 2
+
+
+def write_mp4(path, frames=12, fps=8, start=0):
+    """A 32x24 mp4 whose frame i is grey level 20 * i, its first frame shown at `start` frames."""
+    import av
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 32, 24, "yuv420p"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((24, 32, 3), 20 * i, np.uint8), format="rgb24")
+            frame.pts = start + i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+@pytest.mark.parametrize("start", [0, 16])
+def test_video_frames_are_sampled_at_fps_from_the_first_frame(tmp_path, start):
+    pytest.importorskip("av")
+    write_mp4(tmp_path / "clip.mp4", start=start)  # frames at 8 fps; the second clip starts at 2 s
+    clip = read_video(str(tmp_path / "clip.mp4"), 24, 32, 5, 4)  # 5 frames at 4 fps: every other one
+    assert np.allclose(clip.mean((1, 2, 3)), [0, 40, 80, 120, 160], atol=6)
+
+
 def test_video_and_unreadable_and_uncaptioned_files(tmp_path, tokenizer_path, capsys):
-    av = pytest.importorskip("av")
+    pytest.importorskip("av")
     folder = tmp_path / "mixed"
     write_images(folder, ["still.png", "nocaption.png"])
     (folder / "broken.png").write_bytes(b"this is not a png")
-    with av.open(str(folder / "clip.mp4"), "w") as container:  # 12 frames at 8 fps = 1.5 s
-        stream = container.add_stream("mpeg4", rate=8)
-        stream.width, stream.height, stream.pix_fmt = 32, 24, "yuv420p"
-        for i in range(12):
-            frame = np.full((24, 32, 3), 20 * i, np.uint8)
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
+    write_mp4(folder / "clip.mp4")  # 12 frames at 8 fps = 1.5 s
     rows = [{"file": f, "caption": f"caption of {f}"} for f in ("still.png", "broken.png", "clip.mp4")]
     (folder / "captions.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     opts = options(tmp_path, tokenizer_path)
