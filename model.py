@@ -248,8 +248,22 @@ class MaskedRowCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_sum, grad_losses):
+        if getattr(ctx, "used", False):
+            raise RuntimeError("the chunked loss's backward runs once: its saved gradients are "
+                               "scaled in place (no retain_graph=True; use loss_impl='full')")
+        ctx.used = True
         grad_h, grad_w = ctx.saved_tensors  # scaled in place: no second copy of either
         return grad_h.mul_(grad_sum.to(grad_h.dtype)), grad_w.mul_(grad_sum), None, None
+
+
+def chunked_losses(h, weight, target, chunk):
+    """The per-row cross-entropies of MaskedRowCrossEntropy, forward only (evaluation): no
+    gradient buffers, no [rows, V] logits beyond one chunk."""
+    w, losses = weight.to(h.dtype), []
+    for i in range(0, h.shape[0], chunk):
+        logits = (h[i:i + chunk] @ w.t()).float()
+        losses.append(logits.logsumexp(-1) - logits.gather(1, target[i:i + chunk, None])[:, 0])
+    return torch.cat(losses) if losses else h.new_zeros(0, dtype=torch.float32)
 
 
 class GPT(nn.Module):
@@ -341,9 +355,12 @@ class GPT(nn.Module):
             return self.head(h)
         rows = h[loss_mask]  # (M, d): only masked visual positions are predicted
         target = targets[loss_mask] - self.cfg.visual_offset  # (M,) visual code indices
-        if self.cfg.loss_impl == "chunked":
+        if self.cfg.loss_impl == "chunked" and torch.is_grad_enabled():
             loss_sum, losses = MaskedRowCrossEntropy.apply(rows, self.head.weight, target,
                                                            loss_chunk_rows(self.cfg))
+        elif self.cfg.loss_impl == "chunked":  # evaluation: no gradients to compute on the way
+            losses = chunked_losses(rows, self.head.weight, target, loss_chunk_rows(self.cfg))
+            loss_sum = losses.sum()
         else:  # reference: logits for every position, fp32, as the official code builds them
             logits = self.head(h).float()  # (B, L, V)
             losses = F.cross_entropy(logits[loss_mask], target, reduction="none")

@@ -109,6 +109,18 @@ def test_chunked_loss_equals_full_logits_cross_entropy():
     torch.testing.assert_close(l1, l2)
     for name in g1:
         torch.testing.assert_close(g1[name], g2[name], atol=1e-6, rtol=1e-4, msg=name)
+    with torch.no_grad():  # evaluation takes the forward-only path: the same losses
+        out = model(idx, b["frame"], b["row"], b["col"], targets=b["idx"], loss_mask=loss_mask)
+    torch.testing.assert_close(out["loss_sum"] / out["count"], l1)
+
+
+def test_chunked_loss_backward_twice_is_an_error():
+    b = batch()
+    idx, loss_mask = masked_inputs(b)
+    out = tiny_model().train()(idx, b["frame"], b["row"], b["col"], targets=b["idx"], loss_mask=loss_mask)
+    out["loss_sum"].backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="backward runs once"):
+        out["loss_sum"].backward()
 
 
 
@@ -170,12 +182,40 @@ def test_compiled_body_with_flex_attention_equals_eager_sdpa():
     torch.testing.assert_close(logits(flex, b), logits(tiny_model(), b), atol=2e-5, rtol=1e-4)
 
 
-def test_per_frame_loss_adds_up():
+def test_per_frame_loss_is_each_frames_cross_entropy():
     model, b = tiny_model(), batch()
     idx, loss_mask = masked_inputs(b)
     out = model(idx, b["frame"], b["row"], b["col"], targets=b["idx"], loss_mask=loss_mask)
     assert out["frame_count"].sum() == out["count"] == loss_mask.sum()
     torch.testing.assert_close(out["frame_loss_sum"].sum(), out["loss_sum"].detach())
+    with torch.no_grad():  # by hand: full logits, cross-entropy at frame f's masked tokens
+        full = model(idx, b["frame"], b["row"], b["col"]).float()
+    for f in range(FRAMES):
+        rows = loss_mask & (b["frame"] == f)
+        ce = F.cross_entropy(full[rows], b["idx"][rows] - VISUAL_OFFSET, reduction="sum")
+        assert out["frame_count"][f] == rows.sum()
+        torch.testing.assert_close(out["frame_loss_sum"][f], ce, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["1d", "mrope", "mmrope"])
+@pytest.mark.parametrize("scales", [(4, 4, 4), (1, 1, 1), (2, 3, 5)])
+def test_the_model_rotates_with_its_configured_rope(kind, scales):
+    """The RoPE studies' arms differ only in GPTConfig: the model must use exactly that rope."""
+    from rope import rope_cos_sin, rope_positions
+    model, b = tiny_model(rope_kind=kind, rope_scales=scales), batch()
+    cos, sin = model.rope(b["frame"], b["row"], b["col"])
+    pos = rope_positions(b["frame"], b["row"], b["col"], kind, scales)
+    want_cos, want_sin = rope_cos_sin(pos, model.cfg.head_dim, kind, model.cfg.rope_base)
+    torch.testing.assert_close(cos, want_cos)
+    torch.testing.assert_close(sin, want_sin)
+
+
+def test_train_config_turns_rope_scaling_off():
+    import train
+    meta = dict(compression=[2, 3, 5], codebook_size=32)
+    for scaling, scales in ((True, (2, 3, 5)), (False, (1, 1, 1))):
+        cfg = train.model_config(dict(train.DEFAULTS, rope_scaling=scaling, rope_kind="mrope"), meta)
+        assert cfg.rope_scales == scales and cfg.rope_kind == "mrope"
 
 
 def test_cached_frame_forward_equals_full_forward():

@@ -46,17 +46,17 @@ def test_text_positions_skip_left_padding():
     frame = torch.tensor([-2, -2, -1, -1, -1, 0, 0])
     row = torch.tensor([0, 0, 0, 0, 0, 0, 0])
     col = torch.tensor([0, 0, 0, 0, 0, 0, 1])
-    pos = rope_positions(frame, row, col, "mmrope", (4, 8, 8))
+    pos = rope_positions(frame, row, col, "mmrope", (2, 3, 5))
     assert pos[:, 2:5].tolist() == [[0, 1, 2]] * 3  # text: t = h = w = index without padding
     assert pos[:, 5].tolist() == [3, 3, 3]          # o = 3: the first visual token's index
-    assert pos[:, 6].tolist() == [3, 3, 3 + 8]      # next column: w advances by s_w
+    assert pos[:, 6].tolist() == [3, 3, 3 + 5]      # next column: w advances by s_w
 
 
 def test_visual_positions_are_offset_and_scaled():
     frame, row, col = video_ids(text_len=5, F=2, h=3, w=3)
-    pos = rope_positions(frame, row, col, "mmrope", (4, 8, 8))
+    pos = rope_positions(frame, row, col, "mmrope", (2, 3, 5))  # a different scale per axis
     # the token at frame 1, row 2, column 1 (index 5 + 9 + 7)
-    assert pos[:, 5 + 9 + 7].tolist() == [5 + 4 * 1, 5 + 8 * 2, 5 + 8 * 1]
+    assert pos[:, 5 + 9 + 7].tolist() == [5 + 2 * 1, 5 + 3 * 2, 5 + 5 * 1]
     unscaled = rope_positions(frame, row, col, "mmrope", (1, 1, 1))
     assert unscaled[:, 5 + 9 + 7].tolist() == [5 + 1, 5 + 2, 5 + 1]
     assert (rope_positions(frame, row, col, "1d") == torch.arange(len(frame))).all()
