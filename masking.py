@@ -53,6 +53,9 @@ def attention_mask(frame_ids, query_index=None):
                       frame_ids[..., None, :])
 
 
+_create_block_mask = None  # torch.compile(create_block_mask), made on first use
+
+
 def flex_block_mask(frame_ids, block_size=128):
     """
     The same rule as attention_mask, as a FlexAttention BlockMask (the fast path on GPU): blocks
@@ -72,9 +75,6 @@ def flex_block_mask(frame_ids, block_size=128):
         _create_block_mask = torch.compile(create_block_mask)
     return _create_block_mask(mask_mod, B, None, L, L, device=frame_ids.device,
                               BLOCK_SIZE=block_size)
-
-
-_create_block_mask = None
 
 
 class FrameLayout(NamedTuple):
@@ -167,13 +167,21 @@ def training_mask(kind, batch_size, num_frames, n, generator, floor=0.7):
 def num_masked_after(step, steps, n, num_masked_now):
     """
     MaskGIT cosine schedule: how many of a frame's n tokens stay masked after step `step`
-    (0-based) of `steps`: floor(n * cos(pi/2 * (step+1)/steps)), at least 1 and at most
-    num_masked_now - 1 (every step decides something), and 0 after the last step.
+    (0-based) of `steps`: floor(n * cos(pi/2 * (step+1)/steps)), at least 1 (the last step
+    decides the rest) and at most num_masked_now - 1 (every step decides something), and 0 after
+    the last step. With more steps than tokens the frame is done early: 0 once 1 is left.
     """
-    if step >= steps - 1:
+    if step >= steps - 1 or num_masked_now <= 1:
         return 0
     keep = math.floor(n * math.cos(math.pi / 2 * (step + 1) / steps))
     return max(1, min(keep, num_masked_now - 1))
+
+
+def confidence_temperature(step, steps, temperature):
+    """The Gumbel temperature on the confidence at step `step` (0-based) of a frame's `steps`:
+    linear from near `temperature` to 0 at the last step, and restarted for every frame (the
+    official code lets it compound across frames; METHOD.md sec. 6)."""
+    return temperature * (1 - (step + 1) / steps)
 
 
 def history_mask(n, ratio):

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from masking import attention_mask, history_mask, num_masked_after
+from masking import attention_mask, confidence_temperature, history_mask, num_masked_after
 from tokenizer import MASK, VISUAL_OFFSET, collate, layout
 
 # Sampling defaults, here and nowhere else (sample.py, eval.py, ablate.py and train.py's
@@ -118,15 +118,16 @@ def unmask_frame(runner, k, batch_size, steps, cfg_scale, temperature, generator
         else:
             sampled = logp.argmax(-1)
         masked = x == MASK
-        tau = temperature * (1 - (s + 1) / steps)
+        tau = confidence_temperature(s, steps, temperature)
         confidence = logp.gather(-1, sampled[..., None]).squeeze(-1)
         confidence = confidence + tau * gumbel(confidence.shape, generator, device)
         confidence = confidence.masked_fill(~masked, math.inf)  # decided tokens stay decided
         x = torch.where(masked, sampled + VISUAL_OFFSET, x)
         num_masked = num_masked_after(s, steps, n, num_masked)
-        if num_masked:
-            lowest = confidence.argsort(-1)[:, :num_masked]  # least confident go back to MASK
-            x = x.scatter(1, lowest, MASK)
+        if num_masked == 0:  # every token decided: the last step, or more steps than tokens
+            break
+        lowest = confidence.argsort(-1)[:, :num_masked]  # least confident go back to MASK
+        x = x.scatter(1, lowest, MASK)
     return x
 
 

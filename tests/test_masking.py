@@ -1,6 +1,7 @@
 """The frame-causal attention mask, AR-DF training masks and sampling schedules (masking.py)."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from masking import (attention_mask, diffusion_forcing_mask, history_mask, mask_ratio,
                      num_masked_after, random_mask, training_mask, tube_mask)
@@ -62,9 +63,26 @@ def test_block_mask_rule_equals_dense_mask():
 
     dense = create_mask(mask_mod, 2, None, 17, 17, device="cpu")[:, 0]
     assert torch.equal(dense, attention_mask(f))
+
+
+@needs_compiler
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+def test_flex_block_mask_is_the_dense_mask_block_by_block():
+    """flex_block_mask on a sequence of 5 blocks: the blocks it computes are exactly those where
+    the dense mask lets some query see some key (later frames' blocks skipped), and attention
+    through it equals SDPA with the dense mask (a transposed rule would not)."""
+    from torch.nn.attention.flex_attention import flex_attention
+    import masking
+    frames = [0] * 4 + [1] * 4 + [2] * 4 + [3] * 4
+    f = torch.tensor([[-2, -2, -1, -1] + frames, [-1] * 4 + frames])  # L = 20
+    dense = attention_mask(f)
     block = masking.flex_block_mask(f, block_size=4)
-    # blocks wholly in a later frame are skipped: fewer computed blocks than a causal-free mask
-    assert block.sparsity() > 0
+    any_allowed = dense.view(2, 5, 4, 5, 4).any(4).any(2)  # (B, query block, key block)
+    assert torch.equal(block.to_dense()[:, 0].bool(), any_allowed)
+    assert not any_allowed.all()  # some blocks are skipped
+    q, k, v = torch.randn(3, 2, 1, 20, 8, generator=torch.Generator().manual_seed(0)).unbind(0)
+    torch.testing.assert_close(flex_attention(q, k, v, block_mask=block),
+                               F.scaled_dot_product_attention(q, k, v, attn_mask=dense[:, None]))
 
 
 def test_bad_frame_ids():
@@ -117,6 +135,20 @@ def test_cosine_schedule_decides_something_every_step_and_everything_at_the_end(
         assert 0 <= after < masked
         masked = after
     assert masked == 0
+
+
+def test_cosine_schedule_values():
+    # 64 * cos(pi/2 * s/8) for s = 1..7, floored: the cosine, not a linear ramp (56, 48, ...)
+    masked, after = 64, []
+    for s in range(8):
+        masked = num_masked_after(s, 8, 64, masked)
+        after.append(masked)
+    assert after == [62, 59, 53, 45, 35, 24, 12, 0]
+    masked, after = 4, []  # more steps than tokens: one token a step, then done
+    for s in range(8):
+        masked = num_masked_after(s, 8, 4, masked)
+        after.append(masked)
+    assert after == [3, 2, 1, 0, 0, 0, 0, 0]
 
 
 def test_history_mask_is_evenly_spaced():

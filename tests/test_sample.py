@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from masking import history_mask
+from masking import confidence_temperature, history_mask
 from model import GPT, GPTConfig
 from sample import FrameRunner, compile_for_sampling, generate, guided, save_video, unmask_frame
 from tokenizer import MASK, VISUAL_OFFSET, collate, encode_text, layout
@@ -70,12 +70,19 @@ def runner(model, use_cache=True):
 
 @pytest.mark.parametrize("ratio", [0.0, 0.5, 0.7])
 def test_history_mask_applied_to_the_context_only(model, ratio):
-    r = runner(model)
-    tokens = torch.randint(0, V, (2, H * W)) + VISUAL_OFFSET
-    r.commit(0, tokens, history_mask(H * W, ratio))
+    """cond and uncond rows (2 + 2) get the same masked positions in the context; the output
+    keeps the clean frame."""
+    seqs = [layout(p, FRAMES, H, W, TEXT_LEN) for p in prompts()] + [layout(None, FRAMES, H, W, TEXT_LEN)] * 2
+    r = FrameRunner(model, collate(seqs), TEXT_LEN, H * W, True)
+    tokens = (torch.randint(0, V, (2, H * W)) + VISUAL_OFFSET).repeat(2, 1)
+    hist = history_mask(H * W, ratio)
+    r.commit(0, tokens, hist)
     ctx = r.idx[:, r.slots(0)]
-    assert (ctx == MASK).sum(-1).tolist() == [round(ratio * H * W)] * 2
+    assert ((ctx == MASK) == hist).all()  # the same positions in every row
+    assert (ctx == MASK).sum(-1).tolist() == [round(ratio * H * W)] * 4
     assert torch.equal(ctx[ctx != MASK], tokens[ctx != MASK])  # the rest is the clean frame
+    out = run(model, history_ratio=ratio)
+    assert ((out >= 0) & (out < V)).all()  # the output holds codes only, never MASK
 
 
 def test_every_token_is_decided_by_the_last_step(model):
@@ -98,11 +105,49 @@ def test_token_temperature_zero_takes_the_most_likely_code(model):
     assert not torch.equal(decide(1.0), best)
 
 
-def test_image_to_video_keeps_frame_zero(model):
-    first = torch.randint(0, V, (2, H, W))
-    out = run(model, first_frame=first)
+def test_image_to_video_keeps_frame_zero_and_conditions_on_it(model):
+    first = torch.randint(0, V, (2, H, W), generator=torch.Generator().manual_seed(1))
+    out = run(model, first_frame=first, history_ratio=0.0)
     assert torch.equal(out[:, 0], first)
     assert out.shape == (2, FRAMES, H, W)
+    # the given frame is in the context: another first frame, same seed, changes what follows
+    other = run(model, first_frame=(first + 1) % V, history_ratio=0.0)
+    assert not torch.equal(other[:, 1:], out[:, 1:])
+
+
+def test_confidence_temperature_restarts_every_frame(model, monkeypatch):
+    import sample
+    seen = []
+    def spy(step, steps, temperature):
+        seen.append(step)
+        return confidence_temperature(step, steps, temperature)
+    monkeypatch.setattr(sample, "confidence_temperature", spy)
+    run(model, steps=4)
+    assert seen == [0, 1, 2, 3] * FRAMES
+    taus = [confidence_temperature(s, 4, 2.0) for s in range(4)]
+    assert taus == sorted(taus, reverse=True) and taus[0] > 1.0 and taus[-1] == 0.0
+
+
+class FixedLogits:
+    """A stand-in for FrameRunner: the same logits every step, position i more confident the
+    larger i is; records the tokens each step is given."""
+    def __init__(self, n):
+        self.n, self.idx, self.seen = n, torch.zeros(1, 1, dtype=torch.long), []
+        self.out = torch.zeros(1, n, V)
+        self.out[0, torch.arange(n), torch.arange(n) % V] = torch.arange(n, dtype=torch.float) / 4
+
+    def logits(self, k, tokens):
+        self.seen.append(tokens.clone())
+        return self.out
+
+
+def test_the_least_confident_tokens_are_masked_again():
+    stub = FixedLogits(8)
+    x = unmask_frame(stub, 0, 1, 2, 1.0, 0.0, torch.Generator().manual_seed(0))  # no Gumbel noise
+    # after step 0 of 2, floor(8 cos(pi/4)) = 5 stay masked: the 5 least confident, positions 0-4
+    assert (stub.seen[1][0] == MASK).nonzero().flatten().tolist() == [0, 1, 2, 3, 4]
+    assert torch.equal(stub.seen[1][0, 5:], x[0, 5:])  # decided tokens stay as they were
+    assert not (x == MASK).any()
 
 
 def test_text_to_image_is_one_frame(model):
