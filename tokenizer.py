@@ -9,7 +9,16 @@ Two halves:
   official frozen Cosmos DV4x8x8 (same contract: the first frame is encoded alone, so an image
   is a 1-frame video; its compression factors are MM-RoPE's scales).
 """
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
 
 # -----------------------------------------------------------------------------
 # Vocabulary: [ UTF-8 bytes | specials | visual codes ], defined here and nowhere else.
@@ -115,15 +124,6 @@ def collate(seqs):
 # with the same contract. Every temporal operation is causal (pads or groups on the past side
 # only), so latent frame j depends on pixel frames <= s_t*j: the first frame is encoded alone and
 # an image is a 1-frame video.
-import math
-import os
-import time
-from dataclasses import asdict, dataclass
-
-import numpy as np
-import torch.nn as nn
-import torch.nn.functional as F
-from einops import rearrange
 
 
 class FSQ(nn.Module):
