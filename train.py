@@ -182,6 +182,8 @@ class Batches:
         split_id = 0 if self.split == "train" else 1
         seed = self.cfg["seed"] if self.split == "train" else VAL_SEED
         index = self.rank * self.cfg["gradient_accumulation_steps"] + micro
+        # hash() of a tuple of ints is the same in every process and run (only str hashes are
+        # salted); its algorithm has been stable since Python 3.8
         return g.manual_seed(hash((seed, split_id, step, index)) % 2**62)
 
     def get(self, step, micro=0, text=True):
