@@ -18,6 +18,11 @@ import contextlib
 import json
 import os
 
+try:
+    import fcntl  # run-directory claims between lanes
+except ImportError:  # Windows
+    fcntl = None
+
 import numpy as np
 
 import eval as shapesbench
@@ -50,7 +55,14 @@ def train_arm(cfg, arm, overrides, seed):
     """Train one arm and seed unless its checkpoint is complete; returns its run directory."""
     out = run_dir(cfg, arm, seed)
     done = os.path.join(out, "done.json")
-    if os.path.isfile(done):
+    if os.path.isfile(done):  # trained before: only if with this command's settings
+        with open(done) as f:
+            before = json.load(f)
+        was = (before["max_iters"], before["eval_interval"], before.get("train_args", ""))
+        now = (cfg["max_iters"], cfg["eval_interval"], cfg["train_args"])
+        if was != now:
+            raise SystemExit(f"error: {out} was trained with max_iters, eval_interval, train_args = "
+                             f"{was}, and this command asks for {now}: give another --out_dir")
         return out
     resume = os.path.isfile(os.path.join(out, "ckpt.pt"))  # interrupted mid-run: continue it
     args = dict(overrides, out_dir=out, seed=seed, max_iters=cfg["max_iters"],
@@ -59,7 +71,7 @@ def train_arm(cfg, arm, overrides, seed):
     train.main([f"--{k}={v!r}" if isinstance(v, (str, tuple)) else f"--{k}={v}" for k, v in args.items()]
                + cfg_extra(cfg))
     with open(done, "w") as f:
-        json.dump(args, f)
+        json.dump(dict(args, train_args=cfg["train_args"]), f)
     return out
 
 
@@ -141,49 +153,40 @@ def chosen_arms(cfg):
     return {a: arms[a] for a in names}
 
 
-def pid_alive(pid):
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def claim(out):
     """
     Claim a run directory for this process, so that several processes running the same study
-    command share its runs (one lane per core or GPU). False while another live process holds
-    it; a claim left by a dead process (an interrupted lane) is taken over.
+    command share its runs (one lane per core or GPU): an exclusive lock on out/claim.lock, held
+    until the returned file is closed. The system drops it when a process dies, so the runs of
+    an interrupted lane are taken over. None while another process holds it. (Without fcntl,
+    as on Windows, every claim succeeds: run one lane there.)
     """
     os.makedirs(out, exist_ok=True)
-    path = os.path.join(out, "claim.pid")
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
+    lock = open(os.path.join(out, "claim.lock"), "a")
+    if fcntl is not None:
         try:
-            with open(path) as f:
-                pid = int(f.read() or 0)
-        except (OSError, ValueError):
-            pid = 0
-        if pid != os.getpid() and pid_alive(pid):
-            return False
-        os.remove(path)
-        return claim(out)
-    with os.fdopen(fd, "w") as f:
-        f.write(str(os.getpid()))
-    return True
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            return None
+    return lock
+
+
+def claimed(out):
+    """Whether another process holds the run directory's claim now."""
+    lock = claim(out)
+    if lock is None:
+        return True
+    lock.close()
+    return False
 
 
 def unfinished(cfg, runs):
     """The runs not yet trained and scored: no done.json yet, or still claimed (a lane releases
     its claim only after scoring)."""
     dirs = [run_dir(cfg, arm, seed) for arm, _, seed in runs]
-    return [os.path.basename(d) for d in dirs if not os.path.isfile(os.path.join(d, "done.json"))
-            or os.path.isfile(os.path.join(d, "claim.pid"))]
+    return [os.path.basename(d) for d in dirs
+            if not os.path.isfile(os.path.join(d, "done.json")) or claimed(d)]
 
 
 def training_study(cfg):
@@ -193,7 +196,8 @@ def training_study(cfg):
             for seed in range(cfg["seeds"])]
     for arm, overrides, seed in runs:
         out = run_dir(cfg, arm, seed)
-        if not claim(out):  # another lane is on it
+        lock = claim(out)
+        if lock is None:  # another lane is on it
             continue
         try:  # trained and scored under the claim, so no two lanes score the same run
             train_arm(cfg, arm, overrides, seed)
@@ -202,7 +206,7 @@ def training_study(cfg):
             if cfg["study"] == "mask":
                 final_val(out, "tube")
         finally:
-            os.remove(os.path.join(out, "claim.pid"))
+            lock.close()
     busy = unfinished(cfg, runs)  # looked at now: lanes finish their runs while this one works
     if busy:
         print(f"{', '.join(busy)}: being trained or scored by another process. The last lane to "

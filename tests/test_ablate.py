@@ -61,41 +61,46 @@ def test_arms_split_a_study_into_lanes(shards, tmp_path):
         ablate.main(study_args(shards, tmp_path, "rope") + ["--arms=2d"])
 
 
+@pytest.mark.skipif(ablate.fcntl is None, reason="claims need fcntl (not on Windows)")
 def test_lanes_share_runs_through_claims(shards, tmp_path):
-    """The same study command in two processes: a run claimed by a live process is left to it,
-    a claim left by a dead one is taken over, and only a lane that finds every run done writes
-    the table."""
-    import subprocess
-    import sys
+    """The same study command in two lanes: a run claimed by another lane is left to it, a claim
+    left by a lane that died (its lock dropped, the file still there) is taken over, and only a
+    lane that finds every run done writes the table."""
     args = study_args(shards, tmp_path, "rope") + ["--seeds=1", "--arms=1d,mmrope"]
     held = tmp_path / "rope" / "1d_s0"
-    held.mkdir(parents=True)
-    (held / "claim.pid").write_text(str(os.getppid()))  # a live process: another lane
+    other_lane = ablate.claim(str(held))  # another open file holding the lock: another lane
+    assert other_lane is not None and ablate.claim(str(held)) is None
     assert ablate.main(args) is None
     assert (tmp_path / "rope" / "mmrope_s0" / "done.json").exists()
     assert not (held / "done.json").exists() and not (tmp_path / "rope_1d_mmrope.md").exists()
-    assert not (tmp_path / "rope" / "mmrope_s0" / "claim.pid").exists()  # released when done
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True).stdout.strip()
-    (held / "claim.pid").write_text(dead)  # that lane died
+    assert not ablate.claimed(str(tmp_path / "rope" / "mmrope_s0"))  # released when done
+    other_lane.close()  # that lane died: the system drops its lock, claim.lock stays
+    assert (held / "claim.lock").exists()
     rows = ablate.main(args)
     assert list(rows) == ["1d", "mmrope"] and (held / "done.json").exists()
     assert "| 1d |" in (tmp_path / "rope_1d_mmrope.md").read_text()
 
 
+def test_a_run_trained_with_other_settings_is_not_reused(shards, tmp_path):
+    args = study_args(shards, tmp_path, "rope") + ["--seeds=1", "--arms=1d"]
+    ablate.main(args)
+    with pytest.raises(SystemExit, match="was trained with max_iters"):
+        ablate.main(args + ["--max_iters=3"])
+
+
+@pytest.mark.skipif(ablate.fcntl is None, reason="claims need fcntl (not on Windows)")
 def test_the_last_lane_sees_runs_others_finished_meanwhile(shards, tmp_path, monkeypatch):
     """A run that was busy when this lane passed it, but that its lane finished (trained, scored,
     released) before this lane's last run ended, counts as done: this lane writes the table."""
     args = study_args(shards, tmp_path, "rope") + ["--seeds=1", "--arms=1d,mmrope"]
     other = tmp_path / "rope" / "1d_s0"
-    other.mkdir(parents=True)
-    (other / "claim.pid").write_text(str(os.getppid()))
+    other_lane = ablate.claim(str(other))
     real_train = ablate.train_arm
 
     def train_and_let_the_other_lane_finish(cfg, arm, overrides, seed):
         out = real_train(cfg, arm, overrides, seed)
         if arm == "mmrope":  # meanwhile the other lane trains and scores 1d_s0, then releases it
-            os.remove(other / "claim.pid")
+            other_lane.close()
             real_train(cfg, "1d", ablate.STUDIES["rope"]["1d"], 0)
             ablate.bench(str(other), cfg)
             ablate.final_val(str(other))
