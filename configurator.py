@@ -15,6 +15,8 @@ import sys
 def _coerce(key, value, default):
     """`value` converted to the type of `default`, or a ValueError saying what was expected."""
     want = type(default)
+    if want is int and isinstance(value, bool):  # True is an int to Python, not to a user
+        raise ValueError(f"{key} must be a int (default {default!r}), got {value!r}")
     if default is None or isinstance(value, want):
         return value
     if want is float and isinstance(value, int) and not isinstance(value, bool):
@@ -56,7 +58,10 @@ def configure(defaults, argv=None):
             if "=" not in arg:
                 raise SystemExit(f"error: expected --key=value, got {arg!r}")
             key, text = arg[2:].split("=", 1)
-            update(key, _parse_value(text), arg)
+            value = _parse_value(text)
+            if isinstance(defaults.get(key), str) and not isinstance(value, str):
+                value = text  # a text setting takes the text as typed: --out_dir=2026, --name=None
+            update(key, value, arg)
         else:
             if not os.path.isfile(arg):
                 raise SystemExit(f"error: config file {arg!r} not found (expected a preset such "

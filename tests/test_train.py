@@ -33,6 +33,16 @@ def test_unknown_key_and_wrong_type_are_rejected(capsys):
         train.main(["config/nope.py"])
 
 
+def test_overrides_take_the_settings_type():
+    from configurator import configure
+    defaults = dict(max_iters=10, lr=0.1, out_dir="out", flag=False)
+    with pytest.raises(SystemExit, match="max_iters must be a int"):
+        configure(defaults, ["--max_iters=True"])  # a bool is not a count
+    got = configure(defaults, ["--out_dir=2026", "--lr=1", "--flag=true"])
+    assert got == dict(max_iters=10, lr=1.0, out_dir="2026", flag=True)  # text stays text
+    assert configure(defaults, ["--out_dir='a b'"])["out_dir"] == "a b"
+
+
 def test_fresh_run_trains_checkpoints_and_samples(shards, tmp_path):
     train.main(args(shards, tmp_path, sample_prompts=("a red circle moves right", "a blue square"),
                     sample_steps=2))
