@@ -90,6 +90,7 @@ def bench_sampling(model, cfg, device, save):
         s = timed(runs[name], device, cfg["sample_repeat"] or cfg["repeat"])
         key = name + ("_compiled" if compiled else "")
         out[key] = dict(s_per_video=s, ms_per_frame=1000 * s / frames, frames_per_s=frames / s,
+                        # the whole video over its MaskGIT steps: the prefill and cache writes count in
                         ms_per_step=1000 * s / (frames * cfg["steps"]) if name.startswith("ar_df") else None,
                         peak_mem_gb=torch.cuda.max_memory_allocated() / 1e9 if str(device).startswith("cuda") else None)
         print(f"sampling {key:<29} {out[key]['ms_per_frame']:9.1f} ms/frame {out[key]['frames_per_s']:8.2f} frames/s",
@@ -158,14 +159,16 @@ def bench_attention(gpt_cfg, cfg, device, dtype):
     frames, h, w, T = cfg["frames"], cfg["h"], cfg["w"], cfg["text_len"]
     seq = collate([layout([1] * (T // 2), frames, h, w, T)] * cfg["batch_size"])
     frame = seq["frame"].to(device)
-    B, L, H, D = frame.shape[0], frame.shape[1], gpt_cfg.n_head, gpt_cfg.head_dim
+    B, L, D = frame.shape[0], frame.shape[1], gpt_cfg.head_dim
     g = torch.Generator(device).manual_seed(0)
-    q, k, v = (torch.randn(B, H, L, D, device=device, dtype=dtype, generator=g)
-               .requires_grad_(str(device).startswith("cuda")) for _ in range(3))
+    q, k, v = (torch.randn(B, heads, L, D, device=device, dtype=dtype, generator=g)
+               .requires_grad_(str(device).startswith("cuda"))
+               for heads in (gpt_cfg.n_head, gpt_cfg.n_kv_head, gpt_cfg.n_kv_head))  # the model's GQA
     block_mask, frames_layout = flex_block_mask(frame), frame_layout(frame)
-    runs = {"flex_frame_causal": lambda: flex_attention(q, k, v, block_mask=block_mask),
+    dense = torch.nn.functional.scaled_dot_product_attention
+    runs = {"flex_frame_causal": lambda: flex_attention(q, k, v, block_mask=block_mask, enable_gqa=True),
             "sdpa_per_frame": lambda: frame_causal_attention(q, k, v, frames_layout),
-            "sdpa_dense_bidirectional": lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v)}
+            "sdpa_dense_bidirectional": lambda: dense(q, k, v, enable_gqa=True)}
     backward = str(device).startswith("cuda")  # FlexAttention has no CPU backward: forward only there
     out = {"backward": backward}
     for name, fn in runs.items():
