@@ -409,17 +409,20 @@ class GPT(nn.Module):
     def flops_per_sequence(self, frame, n_masked):
         """
         Training FLOPs (forward + backward) of one sequence with frame ids `frame` [L] and
-        n_masked loss rows, as actually computed: 6 per parameter and token for the body,
+        n_masked loss rows, the useful work only: 6 per parameter and token for the body,
         attention over the attended (query, key) pairs only (the frame-causal mask skips the
-        rest), and the head on the masked rows only.
+        rest; a kernel that computes whole blocks does more), the head on the masked rows only,
+        and the text loss's head on the prompt's rows.
         """
         c = self.cfg
         L = frame.shape[-1]
-        body = self.num_params() - self.wte.weight.numel() - self.head.weight.numel()
+        text_head = 0 if self.text_head is None else self.text_head.weight.numel()
+        body = self.num_params() - self.wte.weight.numel() - self.head.weight.numel() - text_head
         pairs = _attended_pairs(frame)
         attn = 12 * c.n_layer * c.n_head * c.head_dim * pairs  # q.k and p.v, 3x for backward
         head = 6 * c.n_embd * c.n_visual * n_masked
-        return 6 * body * L + attn + head
+        text = 6 * text_head * int(prompt_pairs(frame.reshape(1, -1)).sum())
+        return 6 * body * L + attn + head + text
 
 
 def prompt_pairs(frame):

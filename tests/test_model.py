@@ -197,6 +197,21 @@ def test_per_frame_loss_is_each_frames_cross_entropy():
         torch.testing.assert_close(out["frame_loss_sum"][f], ce, atol=1e-4, rtol=1e-5)
 
 
+def test_flop_count_has_each_part_once():
+    """The useful-work count behind MFU: the body on every token, attention on the attended
+    pairs only, the visual head on the masked rows, the text head on the prompt's rows."""
+    f = batch()["frame"][0]
+    plain, texty = tiny_model(), tiny_model(text_head=True)
+    base = plain.flops_per_sequence(f, 0)
+    body = plain.num_params() - plain.wte.weight.numel() - plain.head.weight.numel()
+    pairs = int(attention_mask(f).sum())
+    assert pairs < len(f) ** 2  # the frame-causal rule skips pairs
+    assert base == 6 * body * len(f) + 12 * 2 * 2 * 32 * pairs  # 2 layers, 2 heads of 32
+    assert plain.flops_per_sequence(f, 5) - base == 6 * 64 * 32 * 5
+    prompt_rows = int(((f[:-1] == -1) & (f[1:] == -1)).sum())
+    assert texty.flops_per_sequence(f, 0) - base == 6 * texty.text_head.weight.numel() * prompt_rows
+
+
 @pytest.mark.parametrize("kind", ["1d", "mrope", "mmrope"])
 @pytest.mark.parametrize("scales", [(4, 4, 4), (1, 1, 1), (2, 3, 5)])
 def test_the_model_rotates_with_its_configured_rope(kind, scales):
