@@ -36,7 +36,8 @@ seed = 1337
 # data
 data_dir = "data/shards/shapes"  # token shards (data/prepare.py); made on first use for shapes
 dataset = "shapes"             # 'shapes' (prepared automatically) or 'folder' (prepare it first)
-tokenizer_path = "out/tokenizer.pt"  # trained first if missing (shapes)
+tokenizer_path = "out/tokenizer.pt"  # trained first if missing (shapes) ...
+tokenizer_args = ""            # ... with these tokenizer.py overrides (config/shapes_gpu.py sets them)
 height = 32                    # shapes clips: resolution, frames (1 + k*s_t) and fps
 width = 32
 frames = 9
@@ -55,6 +56,7 @@ rope_kind = "mmrope"           # '1d' | 'mrope' | 'mmrope'
 rope_scaling = True            # scale visual positions by the tokenizer's compression
 attn_impl = "sdpa"             # 'sdpa' (dense mask) | 'flex' (FlexAttention, CUDA) | 'frames' (one SDPA call a frame)
 grad_checkpoint = False        # activation checkpointing: recompute each block in backward
+loss_chunk = 0                 # rows per chunk of the masked-row loss; 0: automatic (model.loss_chunk_rows)
 # AR-DF
 mask_kind = "tube"             # 'tube' | 'random' | 'diffusion_forcing'
 mask_floor = 0.7               # rho = max(cos(pi u / 2), mask_floor)
@@ -223,7 +225,8 @@ def model_config(cfg, meta):
     scales = tuple(meta["compression"]) if cfg["rope_scaling"] else (1, 1, 1)
     return GPTConfig(**shape, n_visual=meta["codebook_size"], rope_kind=cfg["rope_kind"],
                      rope_scales=scales, attn_impl=cfg["attn_impl"],
-                     grad_checkpoint=cfg["grad_checkpoint"], text_head=cfg["text_loss"] > 0)
+                     grad_checkpoint=cfg["grad_checkpoint"], loss_chunk=cfg["loss_chunk"],
+                     text_head=cfg["text_loss"] > 0)
 
 
 def make_optimizer(model, cfg, device):
@@ -374,7 +377,8 @@ def main(argv=None):
         from data.prepare import prepare_shapes
         try:
             prepare_shapes(out=cfg["data_dir"], tokenizer_path=cfg["tokenizer_path"], height=cfg["height"],
-                           width=cfg["width"], frames=cfg["frames"], fps=cfg["fps"], device=str(device))
+                           width=cfg["width"], frames=cfg["frames"], fps=cfg["fps"], device=str(device),
+                           tokenizer_args=cfg["tokenizer_args"])
         except ValueError as e:  # a resolution or frame count the tokenizer cannot take
             raise SystemExit(f"error: {e}")
     if world > 1:
@@ -398,9 +402,10 @@ def main(argv=None):
     iter_num, best_val = 0, float("inf")
     if cfg["init_from"] == "resume":
         ckpt = load_checkpoint(ckpt_path, device)
-        # how to run (attention kernel, checkpointing) may change on resume; the shape may not
+        # how to run (attention kernel, checkpointing, loss chunks) may change on resume; shapes may not
         model = model_from_checkpoint(ckpt, ckpt_path, attn_impl=cfg["attn_impl"],
-                                      grad_checkpoint=cfg["grad_checkpoint"]).to(device)
+                                      grad_checkpoint=cfg["grad_checkpoint"],
+                                      loss_chunk=cfg["loss_chunk"]).to(device)
         gpt_cfg = model.cfg
         if gpt_cfg.text_head != (cfg["text_loss"] > 0):
             raise SystemExit(f"error: {ckpt_path} was trained {'with' if gpt_cfg.text_head else 'without'} "

@@ -1,12 +1,13 @@
-# One GPU: the small model (~100M parameters) on 64x64 shapes clips of 17 frames, compiled,
-# bf16, FlexAttention. Train the 4x8x8 tokenizer for 64x64 first:
-#   python tokenizer.py --height=64 --width=64 --frames=17 --channels="(64,128,128)" \
-#       --compression="(4,8,8)" --levels="(8,8,8,5,5,5)" --norm=group --out_dir=out_gpu --device=cuda
-# (--norm=group: without it this wider tokenizer diverged within 300 steps in a CPU check)
-# then: python train.py config/shapes_gpu.py
+# One GPU: the small model (75M parameters in its blocks, 174M with the 64000-code embedding and
+# head) on 64x64 shapes clips of 17 frames, compiled, bf16, FlexAttention, in one command:
+#   python train.py config/shapes_gpu.py
+# It trains the 4x8x8 tokenizer for 64x64 first (tokenizer_args; --norm=group: without it this
+# wider tokenizer diverged within 300 steps in a CPU check), encodes the shards, then the model.
 out_dir = "out_gpu"
 data_dir = "data/shards/shapes64"
 tokenizer_path = "out_gpu/tokenizer.pt"
+tokenizer_args = ('--channels="(64,128,128)" --compression="(4,8,8)" --levels="(8,8,8,5,5,5)" '
+                  '--norm=group')
 height, width, frames, fps = 64, 64, 17, 8
 model_size = "small"
 batch_size = 64

@@ -18,6 +18,7 @@ captions.csv (header file,caption). Videos are read with PyAV (pip install av), 
 import csv
 import json
 import os
+import shlex
 import sys
 import zlib
 
@@ -27,11 +28,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # `python data/prepare.py` runs with data/ as the import root
     sys.path.insert(0, ROOT)
 
+from configurator import configure  # noqa: E402
 from tokenizer import TRAIN_DEFAULTS, load_tokenizer, train_tokenizer  # noqa: E402
 
 DEFAULTS = dict(
     out="data/shards/shapes",         # where the shards go
     tokenizer_path="out/tokenizer.pt",  # trained first (python tokenizer.py defaults) if missing
+    tokenizer_args="",                # ... with these tokenizer.py overrides ("--compression=(4,8,8) ...")
     folder="",                        # a folder of captioned videos/images; empty: shapes data
     height=32, width=32, frames=9, fps=8,
     n_train_video=4000, n_train_image=4000, n_val_video=256, n_val_image=256,  # shapes only
@@ -125,13 +128,14 @@ class ShardWriter:
         return meta
 
 
-def get_tokenizer(tokenizer_path, height, width, frames, device):
-    """The tokenizer at tokenizer_path, trained first with `python tokenizer.py`'s defaults if missing."""
+def get_tokenizer(tokenizer_path, height, width, frames, device, tokenizer_args=""):
+    """The tokenizer at tokenizer_path, trained first if missing: `python tokenizer.py` with the
+    data's geometry and the overrides in tokenizer_args (e.g. "--compression=(4,8,8)")."""
     if not os.path.exists(tokenizer_path):
-        print(f"no tokenizer at {tokenizer_path}: training one (python tokenizer.py defaults)")
-        cfg = dict(TRAIN_DEFAULTS, out_dir=os.path.dirname(tokenizer_path) or ".", height=height,
-                   width=width, frames=frames, device=device)
-        train_tokenizer(cfg, path=tokenizer_path)
+        print(f"no tokenizer at {tokenizer_path}: training one (python tokenizer.py {tokenizer_args})")
+        base = dict(TRAIN_DEFAULTS, out_dir=os.path.dirname(tokenizer_path) or ".", height=height,
+                    width=width, frames=frames, device=device)
+        train_tokenizer(configure(base, shlex.split(tokenizer_args)), path=tokenizer_path)
     return load_tokenizer(tokenizer_path, device)
 
 
@@ -150,7 +154,7 @@ def prepare_shapes(**overrides):
     from data.shapes import make_sample
     cfg = resolve(overrides)
     H, W, T = cfg["height"], cfg["width"], cfg["frames"]
-    tokenizer = get_tokenizer(cfg["tokenizer_path"], H, W, T, cfg["device"])
+    tokenizer = get_tokenizer(cfg["tokenizer_path"], H, W, T, cfg["device"], cfg["tokenizer_args"])
     tokenizer.check_geometry(T, H, W)
     writer = ShardWriter(cfg["out"], tokenizer, cfg["batch_size"])
     jobs = [(split, kind, cfg[f"n_{split}_{kind}"]) for split in ("train", "val")
@@ -245,7 +249,7 @@ def prepare_folder(folder, **overrides):
         raise ValueError(f"no images ({', '.join(IMAGE_EXTS)}) or videos "
                          f"({', '.join(VIDEO_EXTS)}) in {folder!r}")
     captions = read_captions(folder)
-    tokenizer = get_tokenizer(cfg["tokenizer_path"], H, W, T, cfg["device"])
+    tokenizer = get_tokenizer(cfg["tokenizer_path"], H, W, T, cfg["device"], cfg["tokenizer_args"])
     tokenizer.check_geometry(T, H, W)
     writer = ShardWriter(cfg["out"], tokenizer, cfg["batch_size"])
     # a stable hash of the name, so the split doesn't change when files are added; when no name
@@ -278,7 +282,7 @@ def prepare_folder(folder, **overrides):
 
 
 if __name__ == "__main__":
-    from configurator import configure, print_config
+    from configurator import print_config
     config = configure(DEFAULTS)
     print("data preparation, resolved config:")
     print_config(config)

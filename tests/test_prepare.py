@@ -47,6 +47,23 @@ def test_shapes_shards(tmp_path, tokenizer_path):
     assert load_shards(opts["out"], "val", "image")[0].shape == (1, 1, 4, 4)
 
 
+def test_a_missing_tokenizer_is_trained_with_tokenizer_args(tmp_path, tokenizer_path, monkeypatch):
+    """config/shapes_gpu.py's one command: no tokenizer yet, so prepare trains one at the data's
+    geometry with the preset's tokenizer.py overrides."""
+    import shutil
+    from data import prepare
+    seen = {}
+    def train_tokenizer(cfg, path):  # stands in for the real training: records, then saves one
+        seen.update(cfg)
+        (tmp_path / "new").mkdir()
+        shutil.copy(tokenizer_path, path)
+    monkeypatch.setattr(prepare, "train_tokenizer", train_tokenizer)
+    new = str(tmp_path / "new" / "tok.pt")
+    prepare.get_tokenizer(new, 16, 16, 5, "cpu", '--compression="(4,8,8)" --levels="(8,8,8,5,5,5)" --norm=group')
+    assert (seen["height"], seen["width"], seen["frames"], seen["out_dir"]) == (16, 16, 5, str(tmp_path / "new"))
+    assert (seen["compression"], seen["levels"], seen["norm"]) == ((4, 8, 8), (8, 8, 8, 5, 5, 5), "group")
+
+
 def test_folder_of_pngs_with_csv_captions(tmp_path, tokenizer_path):
     folder = tmp_path / "imgs"
     write_images(folder, ["a.png", "b.png", "c.png"])
