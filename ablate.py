@@ -130,6 +130,7 @@ def final_val(out, mask_kind="", eval_iters=20):
 
 
 def mean_spread(values):
+    """'mean ± std' of the seeds' values; std with ddof=0, the spread of these seeds themselves."""
     v = np.asarray(values, dtype=float)
     return f"{v.mean():.3f} ± {v.std():.3f}" if len(v) > 1 else f"{v.mean():.3f}"
 
