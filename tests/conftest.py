@@ -16,10 +16,16 @@ needs_compiler = pytest.mark.skipif(not any(shutil.which(c) for c in ("c++", "g+
 
 @pytest.fixture(scope="session")
 def shards(tmp_path_factory):
-    """Tiny shapes shards encoded with a small untrained tokenizer (training it is not the point)."""
+    """Tiny shapes shards encoded with a small untrained tokenizer (training it is not the point),
+    its weights drawn at a gain where the codes vary with the content (the default init starts
+    residual branches at zero: nearly one code everywhere, data with nothing in it)."""
     root = tmp_path_factory.mktemp("data")
     torch.manual_seed(0)
-    save_tokenizer(VideoTokenizer(TokenizerConfig(channels=(8, 8), levels=(4, 4))), str(root / "tok.pt"))
+    tok = VideoTokenizer(TokenizerConfig(channels=(8, 8), levels=(4, 4)))
+    with torch.no_grad():
+        for p in tok.parameters():
+            p.normal_(0, 1.5 / p[0].numel() ** 0.5 if p.ndim > 1 else 0.1)
+    save_tokenizer(tok, str(root / "tok.pt"))
     prepare_shapes(out=str(root / "shards"), tokenizer_path=str(root / "tok.pt"), n_train_video=16,
                    n_train_image=16, n_val_video=8, n_val_image=8)
     return root

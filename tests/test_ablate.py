@@ -2,6 +2,7 @@
 import os
 
 import pytest
+import torch
 
 import ablate
 from conftest import train_args
@@ -21,6 +22,10 @@ def test_mask_study_writes_table_and_resumes(shards, tmp_path):
     assert all(len(v["val loss, tube masks"]) == 2 for v in rows.values())
     table = (tmp_path / "mask.md").read_text()
     assert "| tube |" in table and "±" in table
+    for arm in rows:  # each arm trained with its own mask kind, each seed with its own seed
+        for seed in (0, 1):
+            config = torch.load(tmp_path / "mask" / f"{arm}_s{seed}" / "ckpt.pt", weights_only=True)["config"]
+            assert (config["mask_kind"], config["seed"]) == (arm, seed)
     ckpt = tmp_path / "mask" / "tube_s1" / "ckpt.pt"
     before = os.path.getmtime(ckpt)
     os.remove(tmp_path / "mask" / "random_s0" / "done.json")  # as if interrupted after training
@@ -29,10 +34,22 @@ def test_mask_study_writes_table_and_resumes(shards, tmp_path):
     assert again["tube"] == rows["tube"]
 
 
-def test_history_study_scores_one_model_at_each_ratio(shards, tmp_path):
+def test_history_study_scores_one_model_at_each_ratio(shards, tmp_path, monkeypatch):
+    asked = []
+    real_main = ablate.shapesbench.main
+    def spy(argv):
+        asked.append(next(a for a in argv if a.startswith("--history_ratio=")))
+        return real_main(argv)
+    monkeypatch.setattr(ablate.shapesbench, "main", spy)
     rows = ablate.main(study_args(shards, tmp_path, "history"))
     assert list(rows) == [f"history {r}" for r in ablate.HISTORY_RATIOS]
     assert len(os.listdir(tmp_path / "history")) == 1  # one trained model
+    assert sorted(set(asked)) == [f"--history_ratio={r}" for r in ablate.HISTORY_RATIOS]
+
+
+def test_table_cells_are_mean_and_spread():
+    assert ablate.mean_spread([1, 3]) == "2.000 ± 1.000"
+    assert ablate.mean_spread([0.25]) == "0.250"
 
 
 def test_history_study_on_a_given_model(shards, trained_run, tmp_path):

@@ -4,6 +4,7 @@ import json
 import pytest
 
 import bench
+from conftest import needs_compiler
 
 SMALL = ["--frames=2", "--h=2", "--w=4", "--text_len=8", "--batch_size=2", "--repeat=1",
          "--steps=2", "--loss_rows=64", "--loss_chunk=16", "--n_visual=32"]
@@ -23,6 +24,43 @@ def test_sections_run_in_order_and_are_saved(tmp_path):
     # CPU: from the shapes: all 64 rows' logits and gradient against one 16-row chunk, in place
     assert r["loss_memory"]["ratio_full_vs_chunked"] == pytest.approx(2 * 64 / 16)
     assert r["train"]["mmrope"]["tokens_per_s"] > 0 and "mmrope_overhead" in r["train"]
+
+
+def test_each_sampling_mode_runs_the_forwards_it_names(tmp_path, monkeypatch):
+    """One video of 2 latent frames of 2x4 tokens, 2 MaskGIT steps: AR-DF with the cache runs
+    each step against the cache (plus the prompt and one finished frame written to it); without
+    the cache it runs the whole prefix every step; next-token decoding runs one token a forward."""
+    from model import GPT
+    modes = []
+    monkeypatch.setattr(bench, "timed", lambda fn, device, repeat: modes.append(fn) or 1.0)
+    bench.main(SMALL + ["--sections=sampling", f"--out={tmp_path / 'b.json'}"])
+    calls = {}
+    for name in ("forward", "forward_cached"):
+        real = getattr(GPT, name)
+        def counted(self, *args, _real=real, _name=name, **kwargs):
+            calls[_name] += 1
+            return _real(self, *args, **kwargs)
+        monkeypatch.setattr(GPT, name, counted)
+    counts = []
+    for run in modes:  # in bench.py's order: AR-DF cached, AR-DF uncached, next-token
+        calls.update(forward=0, forward_cached=0)
+        run()
+        counts.append(dict(calls))
+    frames, steps, n = 2, 2, 8
+    assert counts == [dict(forward=0, forward_cached=1 + frames * steps + (frames - 1)),
+                      dict(forward=frames * steps, forward_cached=0),
+                      dict(forward=0, forward_cached=1 + frames * n)]
+
+
+@needs_compiler
+def test_attention_section_runs_on_the_cpu(tmp_path):
+    out = tmp_path / "b.json"
+    bench.main(SMALL + ["--sections=attention", f"--out={out}"])
+    a = json.loads(out.read_text())["attention"]
+    assert a["backward"] is False  # FlexAttention has no CPU backward: forward only here
+    for name in ("flex_frame_causal", "sdpa_per_frame", "sdpa_dense_bidirectional"):
+        assert a[name] > 0
+    assert 0 < a["blocks_computed_pct"] <= 100
 
 
 def test_unknown_section_is_refused(tmp_path):

@@ -180,18 +180,28 @@ def test_gumbel_max_draws_from_the_softmax():
 # the command line on a trained run: files written, bad input reported clearly
 
 def test_cli_writes_gif_and_png(trained_run, tmp_path):
+    from PIL import Image
     import sample
+    from tokenizer import load_tokenizer
     sample.main([f"--out_dir={trained_run}", "--prompt=a red circle moves right", "--steps=2",
                  f"--sample_dir={tmp_path}"])
-    assert any(p.suffix == ".gif" for p in tmp_path.iterdir())
+    (gif,) = tmp_path.glob("*.gif")
+    assert Image.open(gif).n_frames == 9  # the model's 3 latent frames, decoded
+    assert Image.open(gif.with_suffix(".png")).size == (9 * 32 * 4, 32 * 4)  # the strip, 4x
     sample.main([f"--out_dir={trained_run}", "--prompt=a blue square", "--steps=2", "--frames=1",
                  f"--sample_dir={tmp_path / 't2i'}"])
     assert [p.suffix for p in (tmp_path / "t2i").iterdir()] == [".png"]
-    from PIL import Image
-    Image.new("RGB", (32, 32), (200, 0, 0)).save(tmp_path / "first.png")
-    sample.main([f"--out_dir={trained_run}", "--prompt=a red square moves up", "--steps=2",
+    noise = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "first.png")  # varied codes, even from the test's tokenizer
+    sample.main([f"--out_dir={trained_run}", "--prompt=a red circle moves up", "--steps=2",
                  f"--image={tmp_path / 'first.png'}", f"--sample_dir={tmp_path / 'i2v'}"])
     assert any(p.suffix == ".gif" for p in (tmp_path / "i2v").iterdir())
+    # frame 0 of the strip is the given image through the tokenizer, upscaled 4x
+    tok = load_tokenizer(torch.load(trained_run / "ckpt.pt", weights_only=True)["meta"]["tokenizer"])
+    assert len(torch.unique(tok.encode(noise[None]))) > 4
+    want = tok.decode(tok.encode(noise[None]))[0].numpy().repeat(4, 0).repeat(4, 1)
+    strip = np.asarray(Image.open(next((tmp_path / "i2v").glob("*.png"))).convert("RGB"))
+    assert np.array_equal(strip[:, :128], want)
 
 
 def test_cli_bad_input(trained_run, tmp_path):

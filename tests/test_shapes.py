@@ -57,6 +57,9 @@ def test_caption_says_what_the_attributes_hold(kind):
         objects, relation, count = parse_caption(sample["caption"])
         assert objects == [(o["colour"], o["shape"], o["motion"]) for o in attrs["objects"]]
         assert (relation, count) == (attrs["relation"], attrs["count"])
+        if kind == "video":  # a video's caption says every object's motion, "stays still" included
+            assert all(" moves " in part or part.endswith(" stays still")
+                       for part in sample["caption"].split(" and "))
 
 
 @pytest.mark.parametrize("canvas", CANVASES, ids=lambda c: "{height}x{width}x{frames}".format(**c))
@@ -76,14 +79,20 @@ def test_objects_stay_inside_apart_and_visible_in_every_frame(canvas):
                     assert (sample["video"][t] == PALETTE[o["colour"]]).all(-1).sum() >= 0.4 * o["size"] ** 2
 
 
-def test_moving_objects_travel_clearly_and_at_constant_speed():
+def test_moving_objects_travel_clearly_the_asked_way_at_constant_speed():
+    # (x, y) with y down the image, written out here rather than taken from data.shapes
+    sign = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1), "still": (0, 0)}
+    seen = set()
     for seed in range(100):
         attrs = draw_attrs(seed, frames=9, kind="video")
         for o in attrs["objects"]:
             steps = np.diff(np.array(o["centroids"]), axis=0)
             travel = np.abs(steps.sum(0)).max()
             assert (travel == 0) if o["motion"] == "still" else 0.3 * 32 - 0.1 <= travel <= 0.5 * 32 + 0.1
+            assert tuple(np.sign(steps.sum(0)).astype(int)) == sign[o["motion"]]
             assert np.abs(steps - steps.mean(0)).max() < 1  # whole-pixel positions: steps differ by <= 1
+            seen.add(o["motion"])
+    assert seen == set(sign)
 
 
 def test_split_seed_ranges_are_disjoint():
@@ -148,7 +157,7 @@ def test_write_image_saves_the_png_and_never_overwrites(tmp_path):
 def test_dataset_mixes_kinds_evenly_and_indexes_deterministically():
     data = ShapesDataset("val", image_fraction=0.25, length=40)
     kinds = [data.kind(i) for i in range(len(data))]
-    assert kinds.count("image") == 10
+    assert all(kinds[i:i + 4].count("image") == 1 for i in range(0, 40, 4))  # spread, not bunched
     assert np.array_equal(data[5]["video"], make_sample(5, "val", kind=data.kind(5))["video"])
     assert len(list(data)) == 40
     with pytest.raises(IndexError):

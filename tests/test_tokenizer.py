@@ -110,6 +110,50 @@ def test_encoder_is_causal_in_time(compression, norm):
         assert torch.equal(model.encode(other)[:1 + k], full[:1 + k])
 
 
+@pytest.mark.parametrize("norm", ["none", "group"])
+def test_decoder_is_causal_in_time(norm):
+    """Pixel frames 0 .. s_t*k come from latent frames 0 .. k only: decoding a prefix of the codes
+    gives the prefix of the video, and an image's code decodes to the video's frame 0."""
+    model = tiny_tokenizer(norm=norm)  # temporal_kernel=2: the decoder sees the previous latent frame
+    codes = model.encode(random_video(13))  # 4 latent frames
+    video = model.decode(codes)
+    assert video.shape[0] == 13 and len(torch.unique(video)) > 50  # a meaningful test: pixels vary
+    for k in range(4):
+        assert torch.equal(model.decode(codes[:1 + k]), video[:1 + 4 * k])
+    later = codes.clone()
+    later[2:] = (later[2:] + 1) % model.codebook_size
+    assert torch.equal(model.decode(later)[:5], video[:5])
+
+
+def test_time_to_depth_round_trip():
+    from tokenizer import depth_to_time, time_to_depth
+    x = torch.randn(2, 3, 9, 4, 4)
+    packed = time_to_depth(x, 4)
+    assert packed.shape == (2, 12, 3, 4, 4)
+    assert torch.equal(depth_to_time(packed, 4), x)
+    # latent frame 0 holds pixel frame 0 alone; latent frame 1 holds pixel frames 1-4
+    assert torch.equal(packed[:, :, 0].reshape(2, 3, 4, 4, 4)[:, :, -1], x[:, :, 0])
+    assert torch.equal(packed[:, :, 1].reshape(2, 3, 4, 4, 4), x[:, :, 1:5])
+
+
+def test_a_short_training_run_learns_to_reconstruct(tmp_path):
+    """train_tokenizer end to end on a few shapes clips: the checkpoint, the figure, and a PSNR
+    far above the untrained tokenizer's, on the same validation clips."""
+    from tokenizer import TRAIN_DEFAULTS, TokenizerConfig, evaluate, make_pool, train_tokenizer
+    cfg = dict(TRAIN_DEFAULTS, out_dir=str(tmp_path), height=16, width=16, frames=5,
+               channels=(16, 16), n_videos=32, n_images=32, n_val=8, max_iters=60, warmup_iters=5,
+               log_interval=20)
+    torch.manual_seed(cfg["seed"])
+    arch = {f: cfg[f] for f in TokenizerConfig.__dataclass_fields__}
+    untrained = VideoTokenizer(TokenizerConfig(**arch)).eval()
+    val = (make_pool("val", "video", 8, 16, 16, 5), make_pool("val", "image", 8, 16, 16, 5))
+    before = evaluate(untrained, *val)
+    model = train_tokenizer(cfg)
+    assert (tmp_path / "tokenizer.pt").is_file() and (tmp_path / "tokenizer_recon.png").is_file()
+    assert model.stats["psnr_video"] > before["psnr_video"] + 5
+    assert 0 < model.stats["code_usage"] <= 1 and model.stats["perplexity"] >= 1
+
+
 @pytest.mark.parametrize("encoder_kernel", [1, 3])
 def test_local_encoder_codes_see_only_their_own_block(encoder_kernel):
     # encoder_kernel=1: a code is a function of its s_t x s_h x s_w pixel block (and, causally,
@@ -181,6 +225,8 @@ def test_training_never_overwrites_a_tokenizer(tmp_path):
 def test_decode_rejects_codes_out_of_range():
     with pytest.raises(ValueError, match="codes must lie in"):
         tiny_tokenizer().decode(torch.full((1, 4, 4), 1000))
+    with pytest.raises(ValueError, match="codes must lie in"):
+        tiny_tokenizer().decode(torch.full((1, 4, 4), -1))
 
 
 def test_save_load_round_trip(tmp_path):
