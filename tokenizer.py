@@ -384,7 +384,10 @@ def save_tokenizer(model, path, stats=None):
     """Write the weights, the config and training stats; atomic (temp file, then rename)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     ckpt = dict(config=asdict(model.cfg), model=model.state_dict(), stats=stats or {})
-    torch.save(ckpt, path + ".tmp")
+    with open(path + ".tmp", "wb") as f:
+        torch.save(ckpt, f)
+        f.flush()
+        os.fsync(f.fileno())  # on the disk before the rename: a power cut leaves old or new
     os.replace(path + ".tmp", path)
 
 

@@ -266,9 +266,13 @@ def step_flops(model, frame, n_masked):
 # checkpoints
 
 def save_checkpoint(path, state):
-    """Atomic: a crash mid-write never leaves a half checkpoint in place of a good one."""
+    """Atomic: a crash mid-write never leaves a half checkpoint in place of a good one (written
+    to a temp file, flushed to the disk, then renamed over the old one)."""
     tmp = path + ".tmp"
-    torch.save(state, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
