@@ -15,15 +15,17 @@ import sys
 def _coerce(key, value, default):
     """`value` converted to the type of `default`, or a ValueError saying what was expected."""
     want = type(default)
+    wrong = ValueError(f"{key} must be {'an' if want is int else 'a'} {want.__name__} "
+                       f"(default {default!r}), got {value!r}")
     if want is int and isinstance(value, bool):  # True is an int to Python, not to a user
-        raise ValueError(f"{key} must be a int (default {default!r}), got {value!r}")
+        raise wrong
     if default is None or isinstance(value, want):
         return value
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if want is tuple and isinstance(value, list):
         return tuple(value)
-    raise ValueError(f"{key} must be a {want.__name__} (default {default!r}), got {value!r}")
+    raise wrong
 
 
 def _parse_value(text):

@@ -27,7 +27,7 @@ def train_losses(out_dir):
 def test_unknown_key_and_wrong_type_are_rejected(capsys):
     with pytest.raises(SystemExit, match="(?s)unknown config key 'batchsize'.*valid keys: .*batch_size"):
         train.main(["--batchsize=3"])
-    with pytest.raises(SystemExit, match="batch_size must be a int"):
+    with pytest.raises(SystemExit, match="batch_size must be an int"):
         train.main(["--batch_size=big"])
     with pytest.raises(SystemExit, match="config file 'config/nope.py' not found"):
         train.main(["config/nope.py"])
@@ -36,7 +36,7 @@ def test_unknown_key_and_wrong_type_are_rejected(capsys):
 def test_overrides_take_the_settings_type():
     from configurator import configure
     defaults = dict(max_iters=10, lr=0.1, out_dir="out", flag=False)
-    with pytest.raises(SystemExit, match="max_iters must be a int"):
+    with pytest.raises(SystemExit, match="max_iters must be an int"):
         configure(defaults, ["--max_iters=True"])  # a bool is not a count
     got = configure(defaults, ["--out_dir=2026", "--lr=1", "--flag=true"])
     assert got == dict(max_iters=10, lr=1.0, out_dir="2026", flag=True)  # text stays text
