@@ -275,6 +275,9 @@ def main(argv=None):
                          temperature=TEMPERATURE, token_temperature=TOKEN_TEMPERATURE, train_args="",
                          model_dir="", arms=""), argv)
     print_config(cfg)
+    for key in ("seeds", "max_iters", "eval_interval", "n_per_category", "steps"):
+        if cfg[key] < 1:
+            raise SystemExit(f"error: --{key}={cfg[key]} is out of range: use at least 1")
     if cfg["study"] not in (*STUDIES, "history"):
         raise SystemExit(f"error: unknown study {cfg['study']!r}; choose rope, mask or history")
     if cfg["study"] == "history" and cfg["arms"]:

@@ -221,6 +221,12 @@ def main(argv=None):
         device="cuda" if torch.cuda.is_available() else "cpu",
         dtype="bfloat16" if torch.cuda.is_available() else "float32", out="bench.json"), argv)
     print_config(cfg)
+    for key in ("frames", "h", "w", "text_len", "batch_size", "sample_batch", "steps", "repeat", "loss_rows"):
+        if cfg[key] < 1:
+            raise SystemExit(f"error: --{key}={cfg[key]} is out of range: use at least 1")
+    if cfg["model_size"] not in PRESETS or cfg["dtype"] not in ("float32", "bfloat16"):
+        raise SystemExit(f"error: --model_size is one of {', '.join(PRESETS)} and --dtype float32 or "
+                         f"bfloat16; got {cfg['model_size']!r} and {cfg['dtype']!r}")
     sections = cfg["sections"].split(",")
     if not set(sections) <= {"sampling", "attention", "train", "loss"}:
         raise SystemExit(f"error: --sections takes a comma-separated subset of sampling,attention,train,loss; "

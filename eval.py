@@ -371,6 +371,8 @@ def main(argv=None):
                          token_temperature=TOKEN_TEMPERATURE, history_ratio=HISTORY_RATIO, seed=0, name="",
                          device="cuda" if torch.cuda.is_available() else "cpu"), argv)
     print_config(cfg)
+    from sample import check_sampling_args, load_model
+    check_sampling_args(cfg)
     torch.set_flush_denormal(True)  # CPU: denormal floats are 10x slower and no more useful than 0
     from tokenizer import load_tokenizer
     if cfg["calibrate"]:
@@ -382,8 +384,6 @@ def main(argv=None):
                 results[name] = score_all(videos, prompts)
             print(format_table(results))
         return results
-    from sample import check_sampling_args, load_model
-    check_sampling_args(cfg)
     model, ckpt = load_model(cfg["out_dir"], cfg["ckpt"], cfg["device"])
     meta, train_cfg = ckpt["meta"], ckpt["config"]
     tok = load_tokenizer(meta["tokenizer"], cfg["device"])

@@ -191,12 +191,17 @@ def save_video(video, stem, fps=8, scale=4):
 
 
 def check_sampling_args(cfg):
-    """Sampling settings that would run but mean nothing stop here, with the range to use."""
-    for key, ok, want in (("steps", cfg["steps"] >= 1, "at least 1"),
-                          ("temperature", cfg["temperature"] >= 0, "0 or more"),
-                          ("token_temperature", cfg["token_temperature"] >= 0, "0 (most likely code) or more"),
-                          ("history_ratio", 0 <= cfg["history_ratio"] <= 1, "between 0 and 1")):
-        if not ok:
+    """Sampling settings that would run but mean nothing stop here, with the range to use (and
+    the counts of sample.py and eval.py: samples, batch size, prompts per category)."""
+    checks = [("steps", lambda x: x >= 1, "at least 1"),
+              ("temperature", lambda x: x >= 0, "0 or more"),
+              ("token_temperature", lambda x: x >= 0, "0 (most likely code) or more"),
+              ("history_ratio", lambda x: 0 <= x <= 1, "between 0 and 1"),
+              ("num_samples", lambda x: x >= 1, "at least 1"),
+              ("batch_size", lambda x: x >= 1, "at least 1"),
+              ("n_per_category", lambda x: x >= 1, "at least 1")]
+    for key, ok, want in checks:
+        if key in cfg and not ok(cfg[key]):
             raise SystemExit(f"error: --{key}={cfg[key]} is out of range: use {want}")
 
 
@@ -254,8 +259,13 @@ def main(argv=None):
                          f"{1 + 2 * s_t}, ...), got {frames}")
     prompts = [cfg["prompt"]]
     if cfg["prompt_file"]:
-        with open(cfg["prompt_file"]) as f:
-            prompts = [line.strip() for line in f if line.strip()]
+        try:
+            with open(cfg["prompt_file"]) as f:
+                prompts = [line.strip() for line in f if line.strip()]
+        except OSError as e:
+            raise SystemExit(f"error: cannot read --prompt_file: {e}")
+        if not prompts:
+            raise SystemExit(f"error: {cfg['prompt_file']} holds no prompt (one a line)")
     h, w = meta["latent_shape"]["video"][1:]
     first = None
     if cfg["image"]:
@@ -276,7 +286,8 @@ def main(argv=None):
                          history_ratio=cfg["history_ratio"], seed=cfg["seed"],
                          first_frame=None if first is None else first[None].expand(n, -1, -1))
         for i in range(n):
-            stem = os.path.join(sample_dir, f"{prompt.replace(' ', '_')[:60]}_{cfg['seed']}_{i}")
+            name = prompt.replace(" ", "_")[:60] or "no_prompt"
+            stem = os.path.join(sample_dir, f"{name}_{cfg['seed']}_{i}")
             print("wrote " + ", ".join(save_video(tok.decode(codes[i]), stem, meta["fps"])))
 
 

@@ -74,7 +74,7 @@ lr_decay_iters = 0             # 0: max_iters
 weight_decay = 0.1
 beta1 = 0.9
 beta2 = 0.95
-grad_clip = 4.0
+grad_clip = 4.0                # clip the global gradient norm at this; 0: no clipping (as nanoGPT)
 # evaluation, logging, checkpoints
 eval_interval = 500
 eval_iters = 10
@@ -365,8 +365,25 @@ def write_samples(raw_model, cfg, meta, device):
 
 # -----------------------------------------------------------------------------
 
+def check_config(cfg):
+    """Settings that would crash deep inside the run, or train on nothing, stop here."""
+    checks = [(k, lambda x: x >= 1, "at least 1") for k in (
+                  "batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters",
+                  "log_interval", "text_len")]
+    checks += [(k, lambda x: x >= 0, "0 or more") for k in (
+                  "max_iters", "warmup_iters", "lr_decay_iters", "min_lr", "weight_decay", "grad_clip",
+                  "text_loss")]
+    checks += [(k, lambda x: 0 <= x <= 1, "between 0 and 1") for k in (
+                  "image_ratio", "mask_floor", "text_drop", "beta1", "beta2")]
+    checks += [("learning_rate", lambda x: x > 0, "more than 0")]
+    for key, ok, want in checks:
+        if not ok(cfg[key]):
+            raise SystemExit(f"error: --{key}={cfg[key]} is out of range: use {want}")
+
+
 def main(argv=None):
     cfg = configure(DEFAULTS, argv)
+    check_config(cfg)
     ckpt_path = os.path.join(cfg["out_dir"], "ckpt.pt")
     if cfg["init_from"] == "scratch" and os.path.exists(ckpt_path):  # never overwrite a run
         raise SystemExit(f"error: {ckpt_path} exists: continue that run with --init_from=resume, "
@@ -516,7 +533,7 @@ def main(argv=None):
             stats[2 + n_frames:2 + n_frames + n] += out["frame_count"]
             tokens_since += b["idx"].numel()
             flops_since += step_flops(raw_model, b["frame"], int(b["loss_mask"].sum()))
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"] or math.inf)
         if world > 1:
             dist.all_reduce(stats)
         loss_sum, text_sum, frame_loss, frame_count = stats[0], stats[1], *stats[2:].split(n_frames)

@@ -76,6 +76,8 @@ def test_arms_split_a_study_into_lanes(shards, tmp_path):
     assert os.path.getmtime(ckpt) == before and whole["1d"] == lane["1d"]
     with pytest.raises(SystemExit, match="unknown arm"):
         ablate.main(study_args(shards, tmp_path, "rope") + ["--arms=2d"])
+    with pytest.raises(SystemExit, match="--seeds=0 is out of range"):
+        ablate.main(study_args(shards, tmp_path, "rope") + ["--seeds=0"])
 
 
 @pytest.mark.skipif(ablate.fcntl is None, reason="claims need fcntl (not on Windows)")

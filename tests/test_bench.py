@@ -66,3 +66,7 @@ def test_attention_section_runs_on_the_cpu(tmp_path):
 def test_unknown_section_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="sections"):
         bench.main(SMALL + ["--sections=sampling,speed", f"--out={tmp_path / 'b.json'}"])
+    with pytest.raises(SystemExit, match="--repeat=0 is out of range"):
+        bench.main(SMALL + ["--repeat=0", f"--out={tmp_path / 'b.json'}"])
+    with pytest.raises(SystemExit, match="--model_size is one of"):
+        bench.main(SMALL + ["--model_size=huge", f"--out={tmp_path / 'b.json'}"])

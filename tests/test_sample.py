@@ -225,3 +225,16 @@ def test_cli_bad_input(trained_run, tmp_path):
         sample.main([f"--out_dir={trained_run}", "--token_temperature=-1.0"])
     with pytest.raises(SystemExit, match="--history_ratio=1.5 is out of range"):
         sample.main([f"--out_dir={trained_run}", "--history_ratio=1.5"])
+    with pytest.raises(SystemExit, match="--num_samples=0 is out of range"):
+        sample.main([f"--out_dir={trained_run}", "--num_samples=0"])
+    with pytest.raises(SystemExit, match="cannot read --prompt_file"):
+        sample.main([f"--out_dir={trained_run}", f"--prompt_file={tmp_path / 'none.txt'}"])
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(SystemExit, match="holds no prompt"):
+        sample.main([f"--out_dir={trained_run}", f"--prompt_file={tmp_path / 'empty.txt'}"])
+    import eval as shapesbench
+    for bad in ("--n_per_category=0", "--batch_size=0"):
+        with pytest.raises(SystemExit, match="is out of range: use at least 1"):
+            shapesbench.main([f"--out_dir={trained_run}", bad])
+    with pytest.raises(SystemExit, match="--n_per_category=0 is out of range"):
+        shapesbench.main(["--calibrate=True", "--n_per_category=0"])

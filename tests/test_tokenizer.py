@@ -204,7 +204,9 @@ def test_bad_input_is_a_clear_value_error(video, message):
 
 @pytest.mark.parametrize("override,message", [("--norm='batch'", "unknown tokenizer norm"),
                                               ("--frames=8", "1 \\+ k\\*4 frames"),
-                                              ("--encoder_kernel=2", "encoder_kernel must be odd")])
+                                              ("--encoder_kernel=2", "encoder_kernel must be odd"),
+                                              ("--batch_size=0", "out of range: use at least 1"),
+                                              ("--lr=-1.0", "out of range: use more than 0")])
 def test_bad_training_settings_stop_early_with_one_line(override, message, tmp_path, monkeypatch):
     """python tokenizer.py with a bad setting: one error line, before any data is generated."""
     import tokenizer

@@ -33,6 +33,14 @@ def test_unknown_key_and_wrong_type_are_rejected(capsys):
         train.main(["config/nope.py"])
 
 
+@pytest.mark.parametrize("bad", ["--batch_size=0", "--gradient_accumulation_steps=0", "--eval_iters=0",
+                                 "--log_interval=0", "--learning_rate=-1.0", "--image_ratio=1.5"])
+def test_settings_out_of_range_stop_before_anything_runs(bad, tmp_path):
+    with pytest.raises(SystemExit, match=f"{bad} is out of range"):
+        train.main([bad, f"--out_dir={tmp_path}"])
+    assert not tmp_path.joinpath("log.jsonl").exists()
+
+
 def test_overrides_take_the_settings_type():
     from configurator import configure
     defaults = dict(max_iters=10, lr=0.1, out_dir="out", flag=False)
