@@ -143,7 +143,7 @@ class Batches:
         self.cfg, self.split, self.rank = cfg, split, rank
         try:
             self.meta = load_meta(cfg["data_dir"])
-        except FileNotFoundError as e:
+        except (FileNotFoundError, ValueError) as e:  # no shards, or damaged ones
             raise SystemExit(f"error: {e}")
         m = self.meta
         have, asked = (m["height"], m["width"], m["frames"], m["fps"]), tuple(
@@ -157,8 +157,10 @@ class Batches:
         for kind in ("video", "image"):
             try:
                 codes, records = load_shards(cfg["data_dir"], split, kind)
-            except FileNotFoundError:
+            except FileNotFoundError:  # no shards of this kind (a folder of images only, say)
                 continue
+            except ValueError as e:  # damaged shards
+                raise SystemExit(f"error: {e}")
             if len(records):
                 self.kinds[kind] = (codes, [self.prompt_ids(r["caption"], codes.shape[1]) for r in records])
         if not self.kinds:

@@ -50,25 +50,41 @@ def _no_shards(out):
                              f"(with --out={out} or --folder=... as needed)")
 
 
+def _damaged(out, what):
+    return ValueError(f"the token shards in {out!r} are damaged ({what}): prepare them again "
+                             f"with `python data/prepare.py --out={out}` (for shapes, deleting the "
+                             f"folder is enough: train.py makes it again)")
+
+
 def load_meta(out):
     """The meta.json of a shard folder, as a dict."""
     path = os.path.join(out, "meta.json")
     if not os.path.isfile(path):
         raise _no_shards(out)
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise _damaged(out, f"meta.json: {e}") from None
 
 
 def load_shards(out, split, kind):
     """(codes, records) of one split and kind: a read-only memmap [n, F, h, w] and a list of dicts."""
     meta = load_meta(out)
     n, shape = meta["counts"][split][kind], tuple(meta["latent_shape"][kind])
-    with open(os.path.join(out, f"{split}_{kind}.jsonl")) as f:
-        records = [json.loads(line) for line in f]
-    if n == 0:  # np.memmap cannot map an empty file
-        return np.zeros((0, *shape), meta["dtype"]), records
-    codes = np.memmap(os.path.join(out, f"{split}_{kind}.bin"), dtype=meta["dtype"], mode="r",
-                      shape=(n, *shape))
+    try:
+        with open(os.path.join(out, f"{split}_{kind}.jsonl")) as f:
+            records = [json.loads(line) for line in f]
+        if len(records) != n:
+            raise ValueError(f"{n} records expected, {len(records)} found")
+        if n == 0:  # np.memmap cannot map an empty file
+            return np.zeros((0, *shape), meta["dtype"]), records
+        codes = np.memmap(os.path.join(out, f"{split}_{kind}.bin"), dtype=meta["dtype"], mode="r",
+                          shape=(n, *shape))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as e:  # a truncated .bin ("mmap length is greater than file size")
+        raise _damaged(out, f"{split}_{kind}: {e}") from None
     return codes, records
 
 

@@ -126,6 +126,19 @@ def test_video_and_unreadable_and_uncaptioned_files(tmp_path, tokenizer_path, ca
     assert codes.shape == (1, 2, 4, 4) and records[0]["file"] == "clip.mp4"
 
 
+def test_damaged_shards_say_to_prepare_again(tmp_path, tokenizer_path):
+    opts = options(tmp_path, tokenizer_path)
+    del opts["val_fraction"]
+    prepare_shapes(**opts, n_train_video=3, n_train_image=2, n_val_video=1, n_val_image=1)
+    out = tmp_path / "shards"
+    (out / "train_video.bin").write_bytes((out / "train_video.bin").read_bytes()[:10])  # cut short
+    with pytest.raises(ValueError, match="damaged \\(train_video.*prepare them again"):
+        load_shards(str(out), "train", "video")
+    (out / "meta.json").write_text("{not json")
+    with pytest.raises(ValueError, match="damaged \\(meta.json"):
+        load_meta(str(out))
+
+
 def test_bad_folders_fail_clearly(tmp_path, tokenizer_path):
     opts = options(tmp_path, tokenizer_path)
     empty = tmp_path / "empty"
