@@ -74,6 +74,11 @@ def configure(defaults, argv=None):
             for key, value in preset.items():
                 if not key.startswith("_"):
                     update(key, value, arg)
+    if str(config.get("device", "")).startswith("cuda"):  # else a deep error later, far from the cause
+        import torch
+        if not torch.cuda.is_available():
+            raise SystemExit(f"error: device={config['device']!r}, but PyTorch sees no CUDA GPU here "
+                             f"(torch {torch.__version__}): use --device=cpu")
     return config
 
 

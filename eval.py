@@ -371,14 +371,17 @@ def main(argv=None):
                          token_temperature=TOKEN_TEMPERATURE, history_ratio=HISTORY_RATIO, seed=0, name="",
                          device="cuda" if torch.cuda.is_available() else "cpu"), argv)
     print_config(cfg)
-    from sample import check_sampling_args, load_model
+    from sample import check_sampling_args, load_codes_tokenizer, load_model
     check_sampling_args(cfg)
     torch.set_flush_denormal(True)  # CPU: denormal floats are 10x slower and no more useful than 0
     from tokenizer import load_tokenizer
     if cfg["calibrate"]:
         results = calibrate(cfg["height"], cfg["width"], cfg["frames"], cfg["n_per_category"])
         if cfg["tokenizer_path"]:
-            tok = load_tokenizer(cfg["tokenizer_path"], cfg["device"])
+            try:
+                tok = load_tokenizer(cfg["tokenizer_path"], cfg["device"])
+            except (FileNotFoundError, RuntimeError) as e:
+                raise SystemExit(f"error: {e}") from None
             prompts = benchmark_prompts(cfg["height"], cfg["width"], cfg["frames"], cfg["n_per_category"])
             for name, videos in tokenizer_runs(prompts, tok).items():
                 results[name] = score_all(videos, prompts)
@@ -386,7 +389,7 @@ def main(argv=None):
         return results
     model, ckpt = load_model(cfg["out_dir"], cfg["ckpt"], cfg["device"])
     meta, train_cfg = ckpt["meta"], ckpt["config"]
-    tok = load_tokenizer(meta["tokenizer"], cfg["device"])
+    tok = load_codes_tokenizer(meta, cfg["device"])
     frames = 1 + (meta["latent_shape"]["video"][0] - 1) * meta["compression"][0]
     prompts = benchmark_prompts(meta["height"], meta["width"], frames, cfg["n_per_category"])
     clips = generate_for(prompts, model, tok, meta, train_cfg, cfg)

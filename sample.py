@@ -230,6 +230,18 @@ def load_model(out_dir, name="ckpt.pt", device="cpu", compile=False):
     return model, ckpt
 
 
+def load_codes_tokenizer(meta, device="cpu"):
+    """The video tokenizer whose codes a checkpoint's model was trained on (meta["tokenizer"]),
+    or one clear error: no other tokenizer decodes those codes."""
+    from tokenizer import load_tokenizer
+    try:
+        return load_tokenizer(meta["tokenizer"], device)
+    except (FileNotFoundError, RuntimeError) as e:
+        raise SystemExit(f"error: the model was trained on the codes of the video tokenizer "
+                         f"{meta['tokenizer']!r}, which cannot be loaded ({e}). Restore that file: "
+                         f"a newly trained tokenizer has other codes") from None
+
+
 def compile_for_sampling(model):
     """Compile the body for sampling: on CUDA with mode='reduce-overhead' (CUDA graphs), so a
     MaskGIT step is one graph replay with no kernel-launch overhead."""
@@ -239,7 +251,7 @@ def compile_for_sampling(model):
 
 def main(argv=None):
     from configurator import configure, print_config
-    from tokenizer import encode_text, format_prompt, load_tokenizer
+    from tokenizer import encode_text, format_prompt
     cfg = configure(dict(
         out_dir="out", ckpt="ckpt.pt", prompt="a red circle moves right", prompt_file="",
         image="", frames=0, num_samples=1, seed=0, steps=STEPS, cfg=CFG_SCALE, temperature=TEMPERATURE,
@@ -251,7 +263,7 @@ def main(argv=None):
     torch.set_flush_denormal(True)  # CPU: denormal floats are 10x slower and no more useful than 0
     model, ckpt = load_model(cfg["out_dir"], cfg["ckpt"], cfg["device"], cfg["compile"])
     meta, train_cfg = ckpt["meta"], ckpt["config"]
-    tok = load_tokenizer(meta["tokenizer"], cfg["device"])
+    tok = load_codes_tokenizer(meta, cfg["device"])
     s_t = tok.compression[0]
     frames = cfg["frames"] or 1 + (meta["latent_shape"]["video"][0] - 1) * s_t
     if (frames - 1) % s_t:

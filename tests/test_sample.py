@@ -232,6 +232,16 @@ def test_cli_bad_input(trained_run, tmp_path):
     (tmp_path / "empty.txt").write_text("\n")
     with pytest.raises(SystemExit, match="holds no prompt"):
         sample.main([f"--out_dir={trained_run}", f"--prompt_file={tmp_path / 'empty.txt'}"])
+    run = tmp_path / "moved"  # a model whose tokenizer file is gone
+    run.mkdir()
+    ckpt = torch.load(trained_run / "ckpt.pt", weights_only=True)
+    ckpt["meta"]["tokenizer"] = str(tmp_path / "gone.pt")
+    torch.save(ckpt, run / "ckpt.pt")
+    with pytest.raises(SystemExit, match="gone.pt.*cannot be loaded.*Restore that file"):
+        sample.main([f"--out_dir={run}"])
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="sees no CUDA GPU here"):
+            sample.main([f"--out_dir={trained_run}", "--device=cuda"])
     import eval as shapesbench
     for bad in ("--n_per_category=0", "--batch_size=0"):
         with pytest.raises(SystemExit, match="is out of range: use at least 1"):
