@@ -160,7 +160,14 @@ def resolve(overrides):
     unknown = set(overrides) - set(DEFAULTS)
     if unknown:
         raise TypeError(f"unknown option(s) {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
-    return dict(DEFAULTS, **overrides)
+    cfg = dict(DEFAULTS, **overrides)
+    checks = [(k, lambda x: x >= 0, "0 or more") for k in DEFAULTS if k.startswith("n_")]
+    checks += [("batch_size", lambda x: x >= 1, "at least 1"),
+               ("val_fraction", lambda x: 0 <= x <= 1, "between 0 and 1")]
+    for key, ok, want in checks:
+        if not ok(cfg[key]):
+            raise ValueError(f"--{key}={cfg[key]} is out of range: use {want}")
+    return cfg
 
 
 def prepare_shapes(**overrides):

@@ -141,6 +141,8 @@ def test_damaged_shards_say_to_prepare_again(tmp_path, tokenizer_path):
 
 def test_bad_folders_fail_clearly(tmp_path, tokenizer_path):
     opts = options(tmp_path, tokenizer_path)
+    with pytest.raises(ValueError, match="--n_train_video=-1 is out of range: use 0 or more"):
+        prepare_shapes(**dict(opts, val_fraction=0.05, n_train_video=-1))
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ValueError, match="no images"):
