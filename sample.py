@@ -235,11 +235,18 @@ def load_codes_tokenizer(meta, device="cpu"):
     or one clear error: no other tokenizer decodes those codes."""
     from tokenizer import load_tokenizer
     try:
-        return load_tokenizer(meta["tokenizer"], device)
+        tok = load_tokenizer(meta["tokenizer"], device)
     except (FileNotFoundError, RuntimeError) as e:
         raise SystemExit(f"error: the model was trained on the codes of the video tokenizer "
                          f"{meta['tokenizer']!r}, which cannot be loaded ({e}). Restore that file: "
                          f"a newly trained tokenizer has other codes") from None
+    want = meta.get("tokenizer_fingerprint")  # shards made before fingerprints: not checked
+    if want and tok.fingerprint() != want:
+        raise SystemExit(f"error: {meta['tokenizer']} is not the video tokenizer this model's data was "
+                         f"encoded with (its weights are {tok.fingerprint()}, the data's {want}): "
+                         f"its codes would decode to other pixels. Restore that tokenizer, or train "
+                         f"the model again on shards made with this one")
+    return tok
 
 
 def compile_for_sampling(model):

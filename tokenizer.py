@@ -9,6 +9,7 @@ Two halves:
   official frozen Cosmos DV4x8x8 (same contract: the first frame is encoded alone, so an image
   is a 1-frame video; its compression factors are MM-RoPE's scales).
 """
+import hashlib
 import math
 import os
 import time
@@ -324,6 +325,15 @@ class VideoTokenizer(nn.Module):
     @property
     def device(self):
         return next(self.parameters()).device
+
+    def fingerprint(self):
+        """16 hex digits naming these weights: shards record the tokenizer that made their codes,
+        so a model is never decoded with another one (its codes would mean other pixels)."""
+        h = hashlib.sha256()
+        for name, tensor in sorted(self.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().float().cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
 
     def forward(self, x):
         """Training pass: pixels (B, 3, T, H, W) in [-1, 1] -> reconstruction, same shape."""

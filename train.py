@@ -345,9 +345,8 @@ def evaluate(model, batches, cfg, device, ctx, text=True):
 
 def write_samples(raw_model, cfg, meta, device):
     """Sample videos (GIF + PNG strip) for the fixed prompts into out_dir/samples."""
-    from sample import generate, save_video
-    from tokenizer import load_tokenizer
-    tok = load_tokenizer(meta["tokenizer"], device)
+    from sample import generate, load_codes_tokenizer, save_video
+    tok = load_codes_tokenizer(meta, device)
     h, w = meta["latent_shape"]["video"][1:]
     latent_frames = meta["latent_shape"]["video"][0]
     frames = 1 + (latent_frames - 1) * meta["compression"][0]
@@ -422,6 +421,9 @@ def main(argv=None):
                          "backward); use --attn_impl=sdpa on CPU")
     train_data, val_data = Batches(cfg, "train", rank), Batches(cfg, "val", 0)
     meta = train_data.meta
+    if master and cfg["sample_prompts"]:  # the samples at the end need the data's tokenizer: check now
+        from sample import load_codes_tokenizer
+        load_codes_tokenizer(meta)
     iter_num, best_val = 0, float("inf")
     if cfg["init_from"] == "resume":
         ckpt = load_checkpoint(ckpt_path, device)

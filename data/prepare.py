@@ -136,6 +136,7 @@ class ShardWriter:
                     compression=list(self.tokenizer.compression),
                     levels=list(self.tokenizer.fsq.levels),
                     codebook_size=self.tokenizer.codebook_size, tokenizer=tokenizer_path,
+                    tokenizer_fingerprint=self.tokenizer.fingerprint(),
                     counts={split: {kind: self.counts[split, kind] for kind in ("video", "image")}
                             for split in ("train", "val")},
                     dtype=np.dtype(self.dtype).name)

@@ -40,6 +40,8 @@ def test_shapes_shards(tmp_path, tokenizer_path):
     assert meta == load_meta(opts["out"])
     assert meta["latent_shape"] == {"video": [2, 4, 4], "image": [1, 4, 4]}
     assert meta["codebook_size"] == 1000 and meta["dtype"] == "uint16"
+    from tokenizer import load_tokenizer
+    assert meta["tokenizer_fingerprint"] == load_tokenizer(tokenizer_path).fingerprint()  # which codes
     codes, records = load_shards(opts["out"], "train", "video")
     assert codes.shape == (3, 2, 4, 4) and len(records) == 3
     assert records[2]["seed"] == 2

@@ -235,9 +235,15 @@ def test_cli_bad_input(trained_run, tmp_path):
     run = tmp_path / "moved"  # a model whose tokenizer file is gone
     run.mkdir()
     ckpt = torch.load(trained_run / "ckpt.pt", weights_only=True)
+    data_tokenizer = ckpt["meta"]["tokenizer"]
     ckpt["meta"]["tokenizer"] = str(tmp_path / "gone.pt")
     torch.save(ckpt, run / "ckpt.pt")
     with pytest.raises(SystemExit, match="gone.pt.*cannot be loaded.*Restore that file"):
+        sample.main([f"--out_dir={run}"])
+    ckpt["meta"]["tokenizer"] = data_tokenizer  # a tokenizer is there, but not the data's
+    ckpt["meta"]["tokenizer_fingerprint"] = "0123456789abcdef"
+    torch.save(ckpt, run / "ckpt.pt")
+    with pytest.raises(SystemExit, match="is not the video tokenizer this model's data was encoded with"):
         sample.main([f"--out_dir={run}"])
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match="sees no CUDA GPU here"):
