@@ -423,7 +423,8 @@ def main(argv=None):
     meta = train_data.meta
     if master and cfg["sample_prompts"]:  # the samples at the end need the data's tokenizer: check now
         from sample import load_codes_tokenizer
-        load_codes_tokenizer(meta)
+        with torch.random.fork_rng(devices=[]):  # building it draws init weights: not from this run's RNG
+            load_codes_tokenizer(meta)
     iter_num, best_val = 0, float("inf")
     if cfg["init_from"] == "resume":
         ckpt = load_checkpoint(ckpt_path, device)

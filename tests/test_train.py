@@ -65,6 +65,14 @@ def test_fresh_run_trains_checkpoints_and_samples(shards, tmp_path):
     assert header["torch"] == torch.__version__ and header["config"]["batch_size"] == 4
 
 
+def test_sample_prompts_do_not_change_the_training(shards, tmp_path):
+    """The end-of-run samples check the tokenizer before training; building it must not draw
+    from the run's RNG (it did once, and the default job trained another model)."""
+    train.main(args(shards, tmp_path / "a", sample_prompts=()))
+    train.main(args(shards, tmp_path / "b", sample_prompts=("a blue square",), sample_steps=1))
+    assert train_losses(tmp_path / "a") == train_losses(tmp_path / "b")
+
+
 def test_resume_continues_exactly(shards, tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     train.main(args(shards, straight, max_iters=6, eval_interval=3))
