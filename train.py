@@ -360,8 +360,7 @@ def write_samples(raw_model, cfg, meta, device):
                          cfg_scale=cfg["sample_cfg"], seed=cfg["seed"], progress=False)
         video = tok.decode(codes[0])
         path = os.path.join(cfg["out_dir"], "samples", prompt.replace(" ", "_"))
-        save_video(video, path)
-        print(f"wrote {path}.gif")
+        print("wrote " + ", ".join(save_video(video, path)))
 
 
 # -----------------------------------------------------------------------------
