@@ -224,6 +224,8 @@ def main(argv=None):
     for key in ("frames", "h", "w", "text_len", "batch_size", "sample_batch", "steps", "repeat", "loss_rows"):
         if cfg[key] < 1:
             raise SystemExit(f"error: --{key}={cfg[key]} is out of range: use at least 1")
+    if cfg["loss_chunk"] < 0 or cfg["sample_repeat"] < 0:
+        raise SystemExit("error: --loss_chunk and --sample_repeat are 0 (automatic) or more")
     if cfg["model_size"] not in PRESETS or cfg["dtype"] not in ("float32", "bfloat16"):
         raise SystemExit(f"error: --model_size is one of {', '.join(PRESETS)} and --dtype float32 or "
                          f"bfloat16; got {cfg['model_size']!r} and {cfg['dtype']!r}")

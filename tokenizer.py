@@ -546,15 +546,20 @@ def train_tokenizer(cfg, path=None):
     return model
 
 
+def check_train_config(cfg):
+    """Counts and rates that would crash the training, or train on nothing, stop here."""
+    for key in ("max_iters", "batch_size", "n_videos", "n_images", "n_val", "log_interval"):
+        if cfg[key] < 1:
+            raise SystemExit(f"error: --{key}={cfg[key]} is out of range: use at least 1")
+    for key in ("lr", "grad_clip"):
+        if cfg[key] <= 0:
+            raise SystemExit(f"error: --{key}={cfg[key]} is out of range: use more than 0")
+
+
 def main(argv=None):
     from configurator import configure, print_config
     config = configure(TRAIN_DEFAULTS, argv)
-    for key in ("max_iters", "batch_size", "n_videos", "n_images", "n_val", "log_interval"):
-        if config[key] < 1:
-            raise SystemExit(f"error: --{key}={config[key]} is out of range: use at least 1")
-    for key in ("lr", "grad_clip"):
-        if config[key] <= 0:
-            raise SystemExit(f"error: --{key}={config[key]} is out of range: use more than 0")
+    check_train_config(config)
     path = os.path.join(config["out_dir"], "tokenizer.pt")
     if os.path.exists(path):  # token shards encoded with it would decode with the new one: garbage
         raise SystemExit(f"error: {path} exists, and the token shards made with it decode only with "

@@ -311,7 +311,7 @@ def rng_state():
 
 def set_rng_state(state):
     torch.set_rng_state(state["torch"].cpu())
-    if isinstance(state["numpy"], list) and len(state["numpy"]) == 5:  # older checkpoints: keys only
+    if isinstance(state["numpy"], list) and len(state["numpy"]) == 5:  # not older checkpoints' keys alone
         kind, keys, *rest = state["numpy"]
         np.random.set_state((kind, np.array(keys, np.uint32), *rest))
     if torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
@@ -369,16 +369,20 @@ def check_config(cfg):
     """Settings that would crash deep inside the run, or train on nothing, stop here."""
     checks = [(k, lambda x: x >= 1, "at least 1") for k in (
                   "batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters",
-                  "log_interval", "text_len")]
+                  "log_interval", "text_len", "sample_steps")]
     checks += [(k, lambda x: x >= 0, "0 or more") for k in (
                   "max_iters", "warmup_iters", "lr_decay_iters", "min_lr", "weight_decay", "grad_clip",
-                  "text_loss")]
-    checks += [(k, lambda x: 0 <= x <= 1, "between 0 and 1") for k in (
-                  "image_ratio", "mask_floor", "text_drop", "beta1", "beta2")]
+                  "text_loss", "loss_chunk", "sample_cfg", "n_layer", "n_head", "n_kv_head", "n_embd",
+                  "ffn_hidden")]
+    checks += [(k, lambda x: 0 <= x <= 1, "between 0 and 1") for k in ("image_ratio", "mask_floor", "text_drop")]
+    checks += [(k, lambda x: 0 <= x < 1, "0 or more and below 1") for k in ("beta1", "beta2")]
     checks += [("learning_rate", lambda x: x > 0, "more than 0")]
     for key, ok, want in checks:
         if not ok(cfg[key]):
             raise SystemExit(f"error: --{key}={cfg[key]} is out of range: use {want}")
+    if cfg["dtype"] not in ("float32", "bfloat16"):  # float16 would need loss scaling, which is not here
+        raise SystemExit(f"error: dtype must be 'float32' or 'bfloat16', got {cfg['dtype']!r} "
+                         f"(on a GPU without bfloat16, use float32)")
 
 
 def main(argv=None):
@@ -408,9 +412,6 @@ def main(argv=None):
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     device_type = "cuda" if str(device).startswith("cuda") else "cpu"
-    if cfg["dtype"] not in ("float32", "bfloat16"):  # float16 would need loss scaling, which is not here
-        raise SystemExit(f"error: dtype must be 'float32' or 'bfloat16', got {cfg['dtype']!r} "
-                         f"(on a GPU without bfloat16, use float32)")
     ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[cfg["dtype"]]
     ctx = (contextlib.nullcontext() if ptdtype == torch.float32
            else torch.autocast(device_type=device_type, dtype=ptdtype))

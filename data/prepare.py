@@ -29,7 +29,7 @@ if ROOT not in sys.path:  # `python data/prepare.py` runs with data/ as the impo
     sys.path.insert(0, ROOT)
 
 from configurator import configure  # noqa: E402
-from tokenizer import TRAIN_DEFAULTS, load_tokenizer, train_tokenizer  # noqa: E402
+from tokenizer import TRAIN_DEFAULTS, check_train_config, load_tokenizer, train_tokenizer  # noqa: E402
 
 DEFAULTS = dict(
     out="data/shards/shapes",         # where the shards go
@@ -51,9 +51,10 @@ def _no_shards(out):
 
 
 def _damaged(out, what):
-    return ValueError(f"the token shards in {out!r} are damaged ({what}): prepare them again "
-                             f"with `python data/prepare.py --out={out}` (for shapes, deleting the "
-                             f"folder is enough: train.py makes it again)")
+    return ValueError(f"the token shards in {out!r} are damaged ({what}): prepare them again with "
+                      f"the command that made them (python data/prepare.py --out={out} with the same "
+                      f"--folder, --height, --width, --frames and --fps); shapes shards that "
+                      f"train.py made, it makes again once the folder is deleted")
 
 
 def load_meta(out):
@@ -81,8 +82,10 @@ def load_shards(out, split, kind):
             return np.zeros((0, *shape), meta["dtype"]), records
         codes = np.memmap(os.path.join(out, f"{split}_{kind}.bin"), dtype=meta["dtype"], mode="r",
                           shape=(n, *shape))
-    except FileNotFoundError:
-        raise
+    except FileNotFoundError as e:
+        if n == 0:  # no shards of this kind at all: the caller decides
+            raise
+        raise _damaged(out, f"{split}_{kind}: {e.strerror}: {e.filename}") from None
     except (OSError, ValueError) as e:  # a truncated .bin ("mmap length is greater than file size")
         raise _damaged(out, f"{split}_{kind}: {e}") from None
     return codes, records
@@ -152,7 +155,13 @@ def get_tokenizer(tokenizer_path, height, width, frames, device, tokenizer_args=
         print(f"no tokenizer at {tokenizer_path}: training one (python tokenizer.py {tokenizer_args})")
         base = dict(TRAIN_DEFAULTS, out_dir=os.path.dirname(tokenizer_path) or ".", height=height,
                     width=width, frames=frames, device=device)
-        train_tokenizer(configure(base, shlex.split(tokenizer_args)), path=tokenizer_path)
+        try:
+            cfg = configure(base, shlex.split(tokenizer_args))
+            check_train_config(cfg)
+        except SystemExit as e:
+            raise SystemExit(f"error: in tokenizer_args={tokenizer_args!r}: "
+                             + str(e).removeprefix("error: ")) from None
+        train_tokenizer(cfg, path=tokenizer_path)
     return load_tokenizer(tokenizer_path, device)
 
 

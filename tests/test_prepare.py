@@ -61,6 +61,10 @@ def test_a_missing_tokenizer_is_trained_with_tokenizer_args(tmp_path, tokenizer_
         shutil.copy(tokenizer_path, path)
     monkeypatch.setattr(prepare, "train_tokenizer", train_tokenizer)
     new = str(tmp_path / "new" / "tok.pt")
+    with pytest.raises(SystemExit, match="in tokenizer_args='--max_iter=3': unknown config key 'max_iter'"):
+        prepare.get_tokenizer(new, 16, 16, 5, "cpu", "--max_iter=3")
+    with pytest.raises(SystemExit, match="in tokenizer_args='--batch_size=0': --batch_size=0 is out of range"):
+        prepare.get_tokenizer(new, 16, 16, 5, "cpu", "--batch_size=0")
     prepare.get_tokenizer(new, 16, 16, 5, "cpu", '--compression="(4,8,8)" --levels="(8,8,8,5,5,5)" --norm=group')
     assert (seen["height"], seen["width"], seen["frames"], seen["out_dir"]) == (16, 16, 5, str(tmp_path / "new"))
     assert (seen["compression"], seen["levels"], seen["norm"]) == ((4, 8, 8), (8, 8, 8, 5, 5, 5), "group")
@@ -135,6 +139,9 @@ def test_damaged_shards_say_to_prepare_again(tmp_path, tokenizer_path):
     out = tmp_path / "shards"
     (out / "train_video.bin").write_bytes((out / "train_video.bin").read_bytes()[:10])  # cut short
     with pytest.raises(ValueError, match="damaged \\(train_video.*prepare them again"):
+        load_shards(str(out), "train", "video")
+    (out / "train_video.bin").unlink()  # gone, while meta.json counts 3 videos
+    with pytest.raises(ValueError, match="damaged \\(train_video.*No such file"):
         load_shards(str(out), "train", "video")
     (out / "meta.json").write_text("{not json")
     with pytest.raises(ValueError, match="damaged \\(meta.json"):

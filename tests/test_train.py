@@ -34,7 +34,8 @@ def test_unknown_key_and_wrong_type_are_rejected(capsys):
 
 
 @pytest.mark.parametrize("bad", ["--batch_size=0", "--gradient_accumulation_steps=0", "--eval_iters=0",
-                                 "--log_interval=0", "--learning_rate=-1.0", "--image_ratio=1.5"])
+                                 "--log_interval=0", "--learning_rate=-1.0", "--image_ratio=1.5",
+                                 "--loss_chunk=-1", "--beta1=1.0", "--sample_steps=0", "--n_head=-2"])
 def test_settings_out_of_range_stop_before_anything_runs(bad, tmp_path):
     with pytest.raises(SystemExit, match=f"{bad} is out of range"):
         train.main([bad, f"--out_dir={tmp_path}"])
