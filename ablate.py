@@ -27,7 +27,7 @@ import numpy as np
 
 import eval as shapesbench
 import train
-from configurator import configure, print_config
+from configurator import AT_LEAST_1, check_ranges, configure, print_config
 from sample import CFG_SCALE, HISTORY_RATIO, STEPS, TEMPERATURE, TOKEN_TEMPERATURE, load_model
 
 STUDIES = {
@@ -275,9 +275,7 @@ def main(argv=None):
                          temperature=TEMPERATURE, token_temperature=TOKEN_TEMPERATURE, train_args="",
                          model_dir="", arms=""), argv)
     print_config(cfg)
-    for key in ("seeds", "max_iters", "eval_interval", "n_per_category", "steps"):
-        if cfg[key] < 1:
-            raise SystemExit(f"error: --{key}={cfg[key]} is out of range: use at least 1")
+    check_ranges(cfg, [(("seeds", "max_iters", "eval_interval", "n_per_category", "steps"), AT_LEAST_1)])
     if cfg["study"] not in (*STUDIES, "history"):
         raise SystemExit(f"error: unknown study {cfg['study']!r}; choose rope, mask or history")
     if cfg["study"] == "history" and cfg["arms"]:

@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from configurator import configure, print_config
+from configurator import AT_LEAST_0, AT_LEAST_1, check_ranges, configure, print_config
 from masking import flex_block_mask, frame_layout, training_mask
 from model import GPT, PRESETS, GPTConfig, device_peak_flops, loss_chunk_rows
 from sample import (CFG_SCALE, STEPS, FrameRunner, compile_for_sampling, generate, guided,
@@ -221,11 +221,8 @@ def main(argv=None):
         device="cuda" if torch.cuda.is_available() else "cpu",
         dtype="bfloat16" if torch.cuda.is_available() else "float32", out="bench.json"), argv)
     print_config(cfg)
-    for key in ("frames", "h", "w", "text_len", "batch_size", "sample_batch", "steps", "repeat", "loss_rows"):
-        if cfg[key] < 1:
-            raise SystemExit(f"error: --{key}={cfg[key]} is out of range: use at least 1")
-    if cfg["loss_chunk"] < 0 or cfg["sample_repeat"] < 0:
-        raise SystemExit("error: --loss_chunk and --sample_repeat are 0 (automatic) or more")
+    check_ranges(cfg, [(("frames", "h", "w", "text_len", "batch_size", "sample_batch", "steps", "repeat",
+                         "loss_rows"), AT_LEAST_1), (("loss_chunk", "sample_repeat"), AT_LEAST_0)])
     if cfg["model_size"] not in PRESETS or cfg["dtype"] not in ("float32", "bfloat16"):
         raise SystemExit(f"error: --model_size is one of {', '.join(PRESETS)} and --dtype float32 or "
                          f"bfloat16; got {cfg['model_size']!r} and {cfg['dtype']!r}")

@@ -82,6 +82,23 @@ def configure(defaults, argv=None):
     return config
 
 
+AT_LEAST_1 = (lambda x: x >= 1, "at least 1")
+AT_LEAST_0 = (lambda x: x >= 0, "0 or more")
+POSITIVE = (lambda x: x > 0, "more than 0")
+FRACTION = (lambda x: 0 <= x <= 1, "between 0 and 1")
+
+
+def check_ranges(config, rules, error=SystemExit):
+    """Stop at the first setting out of its range, naming it and the range to use. rules:
+    [(keys, (test, range in words))]; keys missing from config are skipped (one rule list can
+    serve two scripts). error=ValueError for library callers."""
+    for keys, (ok, want) in rules:
+        for key in keys:
+            if key in config and not ok(config[key]):
+                message = f"--{key}={config[key]} is out of range: use {want}"
+                raise error(f"error: {message}" if error is SystemExit else message)
+
+
 def print_config(config):
     """The resolved config, one key a line, as every run log starts with it."""
     width = max(map(len, config))

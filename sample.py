@@ -193,16 +193,11 @@ def save_video(video, stem, fps=8, scale=4):
 def check_sampling_args(cfg):
     """Sampling settings that would run but mean nothing stop here, with the range to use (and
     the counts of sample.py and eval.py: samples, batch size, prompts per category)."""
-    checks = [("steps", lambda x: x >= 1, "at least 1"),
-              ("temperature", lambda x: x >= 0, "0 or more"),
-              ("token_temperature", lambda x: x >= 0, "0 (most likely code) or more"),
-              ("history_ratio", lambda x: 0 <= x <= 1, "between 0 and 1"),
-              ("num_samples", lambda x: x >= 1, "at least 1"),
-              ("batch_size", lambda x: x >= 1, "at least 1"),
-              ("n_per_category", lambda x: x >= 1, "at least 1")]
-    for key, ok, want in checks:
-        if key in cfg and not ok(cfg[key]):
-            raise SystemExit(f"error: --{key}={cfg[key]} is out of range: use {want}")
+    from configurator import AT_LEAST_0, AT_LEAST_1, FRACTION, check_ranges
+    check_ranges(cfg, [(("steps", "num_samples", "batch_size", "n_per_category"), AT_LEAST_1),
+                       (("temperature",), AT_LEAST_0),
+                       (("token_temperature",), (AT_LEAST_0[0], "0 (most likely code) or more")),
+                       (("history_ratio",), FRACTION)])
 
 
 def load_image_codes(path, tok, width, height):
@@ -240,10 +235,10 @@ def load_codes_tokenizer(meta, device="cpu"):
         raise SystemExit(f"error: the model was trained on the codes of the video tokenizer "
                          f"{meta['tokenizer']!r}, which cannot be loaded ({e}). Restore that file: "
                          f"a newly trained tokenizer has other codes") from None
-    want = meta.get("tokenizer_fingerprint")  # shards made before fingerprints: not checked
-    if want and tok.fingerprint() != want:
+    want, have = meta.get("tokenizer_fingerprint"), tok.fingerprint()  # older shards have none
+    if want and have != want:
         raise SystemExit(f"error: {meta['tokenizer']} is not the video tokenizer this model's data was "
-                         f"encoded with (its weights are {tok.fingerprint()}, the data's {want}): "
+                         f"encoded with (its weights are {have}, the data's {want}): "
                          f"its codes would decode to other pixels. Restore that tokenizer, or train "
                          f"the model again on shards made with this one")
     return tok

@@ -548,12 +548,9 @@ def train_tokenizer(cfg, path=None):
 
 def check_train_config(cfg):
     """Counts and rates that would crash the training, or train on nothing, stop here."""
-    for key in ("max_iters", "batch_size", "n_videos", "n_images", "n_val", "log_interval"):
-        if cfg[key] < 1:
-            raise SystemExit(f"error: --{key}={cfg[key]} is out of range: use at least 1")
-    for key in ("lr", "grad_clip"):
-        if cfg[key] <= 0:
-            raise SystemExit(f"error: --{key}={cfg[key]} is out of range: use more than 0")
+    from configurator import AT_LEAST_1, POSITIVE, check_ranges
+    check_ranges(cfg, [(("max_iters", "batch_size", "n_videos", "n_images", "n_val", "log_interval"),
+                        AT_LEAST_1), (("lr", "grad_clip"), POSITIVE)])
 
 
 def main(argv=None):

@@ -21,7 +21,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from configurator import configure, print_config
+from configurator import (AT_LEAST_0, AT_LEAST_1, FRACTION, POSITIVE, check_ranges, configure,
+                          print_config)
 from masking import training_mask
 from model import GPT, PRESETS, GPTConfig, device_peak_flops, prompt_pairs
 from sample import CFG_SCALE, STEPS
@@ -311,7 +312,7 @@ def rng_state():
 
 def set_rng_state(state):
     torch.set_rng_state(state["torch"].cpu())
-    if isinstance(state["numpy"], list) and len(state["numpy"]) == 5:  # not older checkpoints' keys alone
+    if isinstance(state["numpy"], list) and len(state["numpy"]) == 5:  # older checkpoints saved keys only
         kind, keys, *rest = state["numpy"]
         np.random.set_state((kind, np.array(keys, np.uint32), *rest))
     if torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
@@ -343,10 +344,10 @@ def evaluate(model, batches, cfg, device, ctx, text=True):
     return loss / max(1, count), per_frame
 
 
-def write_samples(raw_model, cfg, meta, device):
-    """Sample videos (GIF + PNG strip) for the fixed prompts into out_dir/samples."""
-    from sample import generate, load_codes_tokenizer, save_video
-    tok = load_codes_tokenizer(meta, device)
+def write_samples(raw_model, tok, cfg, meta, device):
+    """Sample videos (GIF + PNG strip) for the fixed prompts into out_dir/samples, decoded by
+    `tok`, the tokenizer of the data's codes."""
+    from sample import generate, save_video
     h, w = meta["latent_shape"]["video"][1:]
     latent_frames = meta["latent_shape"]["video"][0]
     frames = 1 + (latent_frames - 1) * meta["compression"][0]
@@ -367,19 +368,15 @@ def write_samples(raw_model, cfg, meta, device):
 
 def check_config(cfg):
     """Settings that would crash deep inside the run, or train on nothing, stop here."""
-    checks = [(k, lambda x: x >= 1, "at least 1") for k in (
-                  "batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters",
-                  "log_interval", "text_len", "sample_steps")]
-    checks += [(k, lambda x: x >= 0, "0 or more") for k in (
-                  "max_iters", "warmup_iters", "lr_decay_iters", "min_lr", "weight_decay", "grad_clip",
-                  "text_loss", "loss_chunk", "sample_cfg", "n_layer", "n_head", "n_kv_head", "n_embd",
-                  "ffn_hidden")]
-    checks += [(k, lambda x: 0 <= x <= 1, "between 0 and 1") for k in ("image_ratio", "mask_floor", "text_drop")]
-    checks += [(k, lambda x: 0 <= x < 1, "0 or more and below 1") for k in ("beta1", "beta2")]
-    checks += [("learning_rate", lambda x: x > 0, "more than 0")]
-    for key, ok, want in checks:
-        if not ok(cfg[key]):
-            raise SystemExit(f"error: --{key}={cfg[key]} is out of range: use {want}")
+    check_ranges(cfg, [
+        (("batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval",
+          "text_len", "sample_steps"), AT_LEAST_1),
+        (("max_iters", "warmup_iters", "lr_decay_iters", "min_lr", "weight_decay", "grad_clip",
+          "text_loss", "loss_chunk", "sample_cfg", "n_layer", "n_head", "n_kv_head", "n_embd",
+          "ffn_hidden"), AT_LEAST_0),
+        (("image_ratio", "mask_floor", "text_drop"), FRACTION),
+        (("beta1", "beta2"), (lambda x: 0 <= x < 1, "0 or more and below 1")),
+        (("learning_rate",), POSITIVE)])
     if cfg["dtype"] not in ("float32", "bfloat16"):  # float16 would need loss scaling, which is not here
         raise SystemExit(f"error: dtype must be 'float32' or 'bfloat16', got {cfg['dtype']!r} "
                          f"(on a GPU without bfloat16, use float32)")
@@ -421,10 +418,11 @@ def main(argv=None):
                          "backward); use --attn_impl=sdpa on CPU")
     train_data, val_data = Batches(cfg, "train", rank), Batches(cfg, "val", 0)
     meta = train_data.meta
-    if master and cfg["sample_prompts"]:  # the samples at the end need the data's tokenizer: check now
+    tok = None
+    if master and cfg["sample_prompts"]:  # the samples at the end need the data's tokenizer: load it now
         from sample import load_codes_tokenizer
         with torch.random.fork_rng(devices=[]):  # building it draws init weights: not from this run's RNG
-            load_codes_tokenizer(meta)
+            tok = load_codes_tokenizer(meta, device)
     iter_num, best_val = 0, float("inf")
     if cfg["init_from"] == "resume":
         ckpt = load_checkpoint(ckpt_path, device)
@@ -577,7 +575,7 @@ def main(argv=None):
             t_log, tokens_since, flops_since = time.time(), 0, 0.0
     bar.close()
     if master and cfg["sample_prompts"]:
-        write_samples(raw_model, cfg, meta, device)
+        write_samples(raw_model, tok, cfg, meta, device)
     if dist.is_initialized():  # also under torchrun with one process
         dist.destroy_process_group()
 

@@ -28,7 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # `python data/prepare.py` runs with data/ as the import root
     sys.path.insert(0, ROOT)
 
-from configurator import configure  # noqa: E402
+from configurator import AT_LEAST_0, AT_LEAST_1, FRACTION, check_ranges, configure  # noqa: E402
 from tokenizer import TRAIN_DEFAULTS, check_train_config, load_tokenizer, train_tokenizer  # noqa: E402
 
 DEFAULTS = dict(
@@ -171,12 +171,8 @@ def resolve(overrides):
     if unknown:
         raise TypeError(f"unknown option(s) {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
     cfg = dict(DEFAULTS, **overrides)
-    checks = [(k, lambda x: x >= 0, "0 or more") for k in DEFAULTS if k.startswith("n_")]
-    checks += [("batch_size", lambda x: x >= 1, "at least 1"),
-               ("val_fraction", lambda x: 0 <= x <= 1, "between 0 and 1")]
-    for key, ok, want in checks:
-        if not ok(cfg[key]):
-            raise ValueError(f"--{key}={cfg[key]} is out of range: use {want}")
+    check_ranges(cfg, [([k for k in DEFAULTS if k.startswith("n_")], AT_LEAST_0),
+                       (("batch_size",), AT_LEAST_1), (("val_fraction",), FRACTION)], error=ValueError)
     return cfg
 
 
