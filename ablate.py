@@ -58,11 +58,14 @@ def train_arm(cfg, arm, overrides, seed):
     if os.path.isfile(done):  # trained before: only if with this command's settings
         with open(done) as f:
             before = json.load(f)
-        was = (before["max_iters"], before["eval_interval"], before.get("train_args", ""))
-        now = (cfg["max_iters"], cfg["eval_interval"], cfg["train_args"])
+        # runs finished before the optimizer setting existed were all AdamW
+        was = (before["max_iters"], before["eval_interval"], before.get("train_args", ""),
+               before.get("optimizer", "adamw"))
+        now = (cfg["max_iters"], cfg["eval_interval"], cfg["train_args"], train_optimizer(cfg))
         if was != now:
-            raise SystemExit(f"error: {out} was trained with max_iters, eval_interval, train_args = "
-                             f"{was}, and this command asks for {now}: give another --out_dir")
+            raise SystemExit(f"error: {out} was trained with max_iters, eval_interval, train_args, "
+                             f"optimizer = {was}, and this command asks for {now}: give another "
+                             f"--out_dir (or --train_args='--optimizer={was[3]}')")
         return out
     resume = os.path.isfile(os.path.join(out, "ckpt.pt"))  # interrupted mid-run: continue it
     args = dict(overrides, out_dir=out, seed=seed, max_iters=cfg["max_iters"],
@@ -71,8 +74,13 @@ def train_arm(cfg, arm, overrides, seed):
     train.main([f"--{k}={v!r}" if isinstance(v, (str, tuple)) else f"--{k}={v}" for k, v in args.items()]
                + cfg_extra(cfg))
     with open(done, "w") as f:
-        json.dump(dict(args, train_args=cfg["train_args"]), f)
+        json.dump(dict(args, train_args=cfg["train_args"], optimizer=train_optimizer(cfg)), f)
     return out
+
+
+def train_optimizer(cfg):
+    """The optimizer train.py runs with under this command's --train_args."""
+    return configure(train.DEFAULTS, cfg_extra(cfg))["optimizer"]
 
 
 def cfg_extra(cfg):

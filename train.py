@@ -75,6 +75,8 @@ lr_decay_iters = 0             # 0: max_iters
 weight_decay = 0.1
 beta1 = 0.9
 beta2 = 0.95
+optimizer = "muon"             # 'muon' (ours: Muon for the blocks' matrices, AdamW for the rest;
+                               # README) | 'adamw' (the paper)
 grad_clip = 4.0                # clip the global gradient norm at this; 0: no clipping (as nanoGPT)
 # evaluation, logging, checkpoints
 eval_interval = 500
@@ -233,12 +235,90 @@ def model_config(cfg, meta):
 
 
 def make_optimizer(model, cfg, device):
-    """AdamW, weight decay on matrices only (not norms)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [dict(params=[p for p in params if p.dim() >= 2], weight_decay=cfg["weight_decay"]),
-              dict(params=[p for p in params if p.dim() < 2], weight_decay=0.0)]
-    return torch.optim.AdamW(groups, lr=cfg["learning_rate"], betas=(cfg["beta1"], cfg["beta2"]),
-                             fused=str(device).startswith("cuda"))
+    """AdamW, weight decay on matrices only (not norms). optimizer='muon': the blocks' matrices
+    take Muon steps instead (the embedding, the heads and the norms stay on AdamW)."""
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    hidden = [p for n, p in params.items() if cfg["optimizer"] == "muon" and p.dim() == 2 and n.startswith("blocks.")]
+    rest = [p for p in params.values() if not any(p is q for q in hidden)]
+    groups = [dict(params=[p for p in rest if p.dim() >= 2], weight_decay=cfg["weight_decay"]),
+              dict(params=[p for p in rest if p.dim() < 2], weight_decay=0.0)]
+    adamw = torch.optim.AdamW(groups, lr=cfg["learning_rate"], betas=(cfg["beta1"], cfg["beta2"]),
+                              fused=str(device).startswith("cuda"))
+    if not hidden:
+        return adamw
+    return Combined([adamw, Muon(hidden, lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"])])
+
+
+def orthogonalize(g, steps=5):
+    """The nearest semi-orthogonal matrix to each matrix of g [..., m, n], approximately: a
+    quintic Newton-Schulz iteration whose coefficients push every singular value into about
+    [0.7, 1.2] in 5 steps."""
+    if g.dim() == 2:
+        return orthogonalize(g[None], steps)[0]
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g / (g.norm(dim=(-2, -1), keepdim=True) + 1e-7)
+    tall = x.shape[-2] > x.shape[-1]
+    if tall:  # iterate on the smaller Gram matrix
+        x = x.mT
+    for _ in range(steps):
+        s = x @ x.mT
+        x = torch.baddbmm(x, torch.baddbmm(s, s, s, beta=b, alpha=c), x, beta=a)  # a x + (b s + c s^2) x
+    return x.mT if tall else x
+
+
+class Muon(torch.optim.Optimizer):
+    """Momentum, then orthogonalised updates for 2-D weights (Muon). The update's RMS is scaled
+    to 0.2, about AdamW's, so the two share one learning rate and schedule. Matrices of one shape
+    (the same layer in every block) are orthogonalised together, as one batch."""
+
+    def __init__(self, params, lr, momentum=0.95, weight_decay=0.0):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            by_shape = {}
+            for p in group["params"]:
+                if p.grad is not None:
+                    by_shape.setdefault(p.shape, []).append(p)
+            for shape, params in by_shape.items():
+                grads = []
+                for p in params:
+                    state = self.state[p]
+                    if not state:
+                        state["momentum"] = torch.zeros_like(p)
+                    buf = state["momentum"].lerp_(p.grad, 1 - group["momentum"])
+                    grads.append(p.grad.lerp(buf, group["momentum"]))  # Nesterov
+                updates = orthogonalize(torch.stack(grads))
+                for p, update in zip(params, updates):
+                    p.mul_(1 - group["lr"] * group["weight_decay"])
+                    p.add_(update.to(p.dtype), alpha=-group["lr"] * 0.2 * max(shape) ** 0.5)
+
+
+class Combined:
+    """Several optimizers stepped as one (param_groups, state_dict and zero_grad over all)."""
+
+    def __init__(self, optimizers):
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self):  # looked up each time: load_state_dict replaces the group dicts
+        return [g for o in self.optimizers for g in o.param_groups]
+
+    def step(self):
+        for o in self.optimizers:
+            o.step()
+
+    def zero_grad(self, set_to_none=True):
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self):
+        return [o.state_dict() for o in self.optimizers]
+
+    def load_state_dict(self, states):
+        for o, s in zip(self.optimizers, states):
+            o.load_state_dict(s)
 
 
 def lr_at(it, cfg):
@@ -377,6 +457,8 @@ def check_config(cfg):
         (("image_ratio", "mask_floor", "text_drop"), FRACTION),
         (("beta1", "beta2"), (lambda x: 0 <= x < 1, "0 or more and below 1")),
         (("learning_rate",), POSITIVE)])
+    if cfg["optimizer"] not in ("adamw", "muon"):
+        raise SystemExit(f"error: optimizer must be 'adamw' or 'muon', got {cfg['optimizer']!r}")
     if cfg["dtype"] not in ("float32", "bfloat16"):  # float16 would need loss scaling, which is not here
         raise SystemExit(f"error: dtype must be 'float32' or 'bfloat16', got {cfg['dtype']!r} "
                          f"(on a GPU without bfloat16, use float32)")
@@ -435,6 +517,10 @@ def main(argv=None):
             raise SystemExit(f"error: {ckpt_path} was trained {'with' if gpt_cfg.text_head else 'without'} "
                              f"the text loss: resume it with --text_loss="
                              f"{ckpt['config'].get('text_loss', 0.0)}")
+        trained_with = ckpt["config"].get("optimizer", "adamw")
+        if trained_with != cfg["optimizer"]:
+            raise SystemExit(f"error: {ckpt_path} was trained with optimizer={trained_with!r}: resume "
+                             f"it with --optimizer={trained_with}")
         iter_num, best_val = ckpt["iter_num"], ckpt["best_val_loss"]
     elif cfg["init_from"] == "scratch":
         gpt_cfg = model_config(cfg, meta)
@@ -443,7 +529,7 @@ def main(argv=None):
         raise SystemExit(f"error: init_from must be 'scratch' or 'resume', got {cfg['init_from']!r}")
     optimizer = make_optimizer(model, cfg, device)
     if cfg["init_from"] == "resume":
-        hyper = [dict(weight_decay=g["weight_decay"], betas=g["betas"]) for g in optimizer.param_groups]
+        hyper = [{k: g[k] for k in ("weight_decay", "betas") if k in g} for g in optimizer.param_groups]
         optimizer.load_state_dict(ckpt["optimizer"])
         for group, h in zip(optimizer.param_groups, hyper):  # this run's settings, not the old run's
             group.update(h)

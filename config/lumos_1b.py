@@ -10,6 +10,7 @@ tokenizer_path = "out_1b/tokenizer.pt"
 prompt_template = "official"
 text_len = 256
 text_loss = 0.0                # the paper: no text loss (try 1.0 with byte-level prompts, README)
+optimizer = "adamw"             # the paper (the shapes presets use Muon, README)
 model_size = "1b"
 batch_size = 8
 gradient_accumulation_steps = 8

@@ -10,6 +10,7 @@ tokenizer_args = ('--channels="(64,128,128)" --compression="(4,8,8)" --levels="(
                   '--norm=group')
 height, width, frames, fps = 64, 64, 17, 8
 model_size = "small"
+optimizer = "muon"             # as the tiny preset (not yet measured on a GPU)
 batch_size = 64
 max_iters = 5000
 learning_rate = 6e-4

@@ -7,6 +7,7 @@ tokenizer_path = "out/tokenizer.pt"
 height, width, frames, fps = 32, 32, 9, 8
 model_size = "tiny"
 text_loss = 1.0                # next-byte loss on the prompt (0 = the paper): see README
+optimizer = "muon"             # Muon for the blocks' matrices, AdamW for the rest (the paper: AdamW; README)
 batch_size = 16
 max_iters = 2000
 learning_rate = 5e-3

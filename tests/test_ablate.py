@@ -1,10 +1,12 @@
 """ablate.py: a study runs end to end at a tiny budget, writes its table, and resumes."""
+import json
 import os
 
 import pytest
 import torch
 
 import ablate
+import train
 from conftest import train_args
 
 
@@ -105,6 +107,13 @@ def test_a_run_trained_with_other_settings_is_not_reused(shards, tmp_path):
     ablate.main(args)
     with pytest.raises(SystemExit, match="was trained with max_iters"):
         ablate.main(args + ["--max_iters=3"])
+    done = tmp_path / "rope" / "1d_s0" / "done.json"
+    record = json.loads(done.read_text())
+    assert record["optimizer"] == train.DEFAULTS["optimizer"] == "muon"
+    del record["optimizer"]  # a run finished before the setting existed: it was trained with AdamW
+    done.write_text(json.dumps(record))
+    with pytest.raises(SystemExit, match="'adamw'\\), and this command asks for .*'muon'\\)"):
+        ablate.main(args)
 
 
 @pytest.mark.skipif(ablate.fcntl is None, reason="claims need fcntl (not on Windows)")

@@ -74,13 +74,63 @@ def test_sample_prompts_do_not_change_the_training(shards, tmp_path):
     assert train_losses(tmp_path / "a") == train_losses(tmp_path / "b")
 
 
-def test_resume_continues_exactly(shards, tmp_path):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_continues_exactly(shards, tmp_path, optimizer):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    train.main(args(shards, straight, max_iters=6, eval_interval=3))
-    train.main(args(shards, resumed, max_iters=3, lr_decay_iters=6, eval_interval=3))
-    train.main(args(shards, resumed, max_iters=6, eval_interval=3, init_from="resume"))
+    train.main(args(shards, straight, max_iters=6, eval_interval=3, optimizer=optimizer))
+    train.main(args(shards, resumed, max_iters=3, lr_decay_iters=6, eval_interval=3, optimizer=optimizer))
+    train.main(args(shards, resumed, max_iters=6, eval_interval=3, init_from="resume", optimizer=optimizer))
     a, b = train_losses(straight), train_losses(resumed)
     assert [a[i] for i in (4, 5, 6)] == [b[i] for i in (4, 5, 6)]
+    other = "adamw" if optimizer == "muon" else "muon"
+    with pytest.raises(SystemExit, match=f"trained with optimizer='{optimizer}': resume it with "
+                                         f"--optimizer={optimizer}"):
+        train.main(args(shards, resumed, max_iters=7, init_from="resume", optimizer=other))
+
+
+@pytest.mark.parametrize("shape", [(96, 32), (32, 96), (384, 128)])
+def test_orthogonalize_is_close_to_the_polar_factor(shape):
+    """Newton-Schulz gives about U V^T of g = U S V^T: every singular value pulled into about
+    [0.7, 1.2] from g's own (here 0.1 to 10), and the direction of the exact factor."""
+    g = torch.Generator().manual_seed(0)
+    u, _ = torch.linalg.qr(torch.randn(shape[0], min(shape), generator=g))
+    v, _ = torch.linalg.qr(torch.randn(shape[1], min(shape), generator=g))
+    s = torch.logspace(-1, 1, min(shape))
+    out = train.orthogonalize(u @ torch.diag(s) @ v.t())
+    sv = torch.linalg.svdvals(out)
+    assert out.shape == shape and sv.min() > 0.6 and sv.max() < 1.25
+    polar = u @ v.t()
+    assert (out * polar).sum() / (out.norm() * polar.norm()) > 0.97
+
+
+def test_muon_steps_the_blocks_matrices_and_adamw_the_rest():
+    """optimizer='muon': each block matrix moves by an orthogonalised step of RMS 0.2 * lr (about
+    AdamW's first step), the embedding, heads and norms by AdamW."""
+    from model import GPT, GPTConfig
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_kv_head=1, n_embd=64, ffn_hidden=128, n_visual=100,
+                          text_head=True))
+    cfg = dict(train.DEFAULTS, optimizer="muon", weight_decay=0.0, learning_rate=0.01)
+    opt = train.make_optimizer(model, cfg, "cpu")
+    muon, adamw = opt.optimizers[1], opt.optimizers[0]
+    names = {id(p): n for n, p in model.named_parameters()}
+    in_muon = {names[id(p)] for g in muon.param_groups for p in g["params"]}
+    assert in_muon == {n for n, p in model.named_parameters() if n.startswith("blocks.") and p.dim() == 2}
+    assert len(in_muon) == 8
+    assert {names[id(p)] for g in adamw.param_groups for p in g["params"]} == set(names.values()) - in_muon
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    opt.step()
+    for n, p in model.named_parameters():
+        step = before[n] - p.detach()
+        rms = step.pow(2).mean().sqrt() / 0.01
+        if n in in_muon:
+            assert 0.14 < rms < 0.22, n  # 0.2 for a semi-orthogonal step
+            sv = torch.linalg.svdvals(step)
+            assert sv.max() / sv.quantile(0.1) < 2.0, n  # a flat spectrum: orthogonalised
+        else:
+            assert 0.9 < rms < 1.1, n  # AdamW's first step: lr * sign(grad)
 
 
 def _ddp_worker(rank, world, port, argv):
