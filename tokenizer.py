@@ -21,6 +21,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
+from optim import Combined, Muon
+
 # -----------------------------------------------------------------------------
 # Vocabulary: [ UTF-8 bytes | specials | visual codes ], defined here and nowhere else.
 # The LM's output head covers only the visual codes: no text loss (sec. 3.1).
@@ -428,7 +430,8 @@ TRAIN_DEFAULTS = dict(
     temporal_kernel=1, norm="none", encoder_kernel=1,
     n_videos=2000, n_images=2000,  # training pool, drawn once from the train split
     batch_size=8,                 # videos per step, plus as many images
-    max_iters=3000, lr=5e-3, warmup_iters=100, min_lr=2.5e-4, l1_weight=0.1, grad_clip=1.0,
+    optimizer="muon",             # 'muon': Muon for the convolutions, Adam for biases and norms | 'adam'
+    max_iters=2000, lr=5e-3, warmup_iters=100, min_lr=2.5e-4, l1_weight=0.1, grad_clip=1.0,
     n_val=128,                    # validation clips (and as many images) for PSNR and usage
     seed=0, device="cpu", log_interval=50,
 )
@@ -510,7 +513,12 @@ def train_tokenizer(cfg, path=None):
     model.check_geometry(cfg["frames"], cfg["height"], cfg["width"])
     videos = make_pool("train", "video", cfg["n_videos"], *shape)
     images = make_pool("train", "image", cfg["n_images"], *shape)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    if cfg["optimizer"] == "muon":  # 2000 Muon steps beat 3000 Adam steps by 1.6 dB (README)
+        convs = [p for p in model.parameters() if p.dim() >= 2]
+        opt = Combined([torch.optim.Adam([p for p in model.parameters() if p.dim() < 2], lr=cfg["lr"]),
+                        Muon(convs, lr=cfg["lr"])])
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     bar = tqdm(range(cfg["max_iters"]), desc="tokenizer", dynamic_ncols=True)
     for it in bar:
         for group in opt.param_groups:
@@ -551,6 +559,8 @@ def check_train_config(cfg):
     from configurator import AT_LEAST_1, POSITIVE, check_ranges
     check_ranges(cfg, [(("max_iters", "batch_size", "n_videos", "n_images", "n_val", "log_interval"),
                         AT_LEAST_1), (("lr", "grad_clip"), POSITIVE)])
+    if cfg["optimizer"] not in ("muon", "adam"):
+        raise SystemExit(f"error: optimizer must be 'muon' or 'adam', got {cfg['optimizer']!r}")
 
 
 def main(argv=None):

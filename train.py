@@ -25,6 +25,7 @@ from configurator import (AT_LEAST_0, AT_LEAST_1, FRACTION, POSITIVE, check_rang
                           print_config)
 from masking import training_mask
 from model import GPT, PRESETS, GPTConfig, device_peak_flops, prompt_pairs
+from optim import Combined, Muon
 from sample import CFG_SCALE, STEPS
 from tokenizer import MASK, PAD_FRAME, build_sequence, collate, encode_text, format_prompt
 
@@ -247,78 +248,6 @@ def make_optimizer(model, cfg, device):
     if not hidden:
         return adamw
     return Combined([adamw, Muon(hidden, lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"])])
-
-
-def orthogonalize(g, steps=5):
-    """The nearest semi-orthogonal matrix to each matrix of g [..., m, n], approximately: a
-    quintic Newton-Schulz iteration whose coefficients push every singular value into about
-    [0.7, 1.2] in 5 steps."""
-    if g.dim() == 2:
-        return orthogonalize(g[None], steps)[0]
-    a, b, c = 3.4445, -4.7750, 2.0315
-    x = g / (g.norm(dim=(-2, -1), keepdim=True) + 1e-7)
-    tall = x.shape[-2] > x.shape[-1]
-    if tall:  # iterate on the smaller Gram matrix
-        x = x.mT
-    for _ in range(steps):
-        s = x @ x.mT
-        x = torch.baddbmm(x, torch.baddbmm(s, s, s, beta=b, alpha=c), x, beta=a)  # a x + (b s + c s^2) x
-    return x.mT if tall else x
-
-
-class Muon(torch.optim.Optimizer):
-    """Momentum, then orthogonalised updates for 2-D weights (Muon). The update's RMS is scaled
-    to 0.2, about AdamW's, so the two share one learning rate and schedule. Matrices of one shape
-    (the same layer in every block) are orthogonalised together, as one batch."""
-
-    def __init__(self, params, lr, momentum=0.95, weight_decay=0.0):
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
-
-    @torch.no_grad()
-    def step(self):
-        for group in self.param_groups:
-            by_shape = {}
-            for p in group["params"]:
-                if p.grad is not None:
-                    by_shape.setdefault(p.shape, []).append(p)
-            for shape, params in by_shape.items():
-                grads = []
-                for p in params:
-                    state = self.state[p]
-                    if not state:
-                        state["momentum"] = torch.zeros_like(p)
-                    buf = state["momentum"].lerp_(p.grad, 1 - group["momentum"])
-                    grads.append(p.grad.lerp(buf, group["momentum"]))  # Nesterov
-                updates = orthogonalize(torch.stack(grads))
-                for p, update in zip(params, updates):
-                    p.mul_(1 - group["lr"] * group["weight_decay"])
-                    p.add_(update.to(p.dtype), alpha=-group["lr"] * 0.2 * max(shape) ** 0.5)
-
-
-class Combined:
-    """Several optimizers stepped as one (param_groups, state_dict and zero_grad over all)."""
-
-    def __init__(self, optimizers):
-        self.optimizers = optimizers
-
-    @property
-    def param_groups(self):  # looked up each time: load_state_dict replaces the group dicts
-        return [g for o in self.optimizers for g in o.param_groups]
-
-    def step(self):
-        for o in self.optimizers:
-            o.step()
-
-    def zero_grad(self, set_to_none=True):
-        for o in self.optimizers:
-            o.zero_grad(set_to_none=set_to_none)
-
-    def state_dict(self):
-        return [o.state_dict() for o in self.optimizers]
-
-    def load_state_dict(self, states):
-        for o, s in zip(self.optimizers, states):
-            o.load_state_dict(s)
 
 
 def lr_at(it, cfg):
