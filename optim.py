@@ -8,7 +8,8 @@ import torch
 
 
 def orthogonalize(g, steps=5):
-    """The nearest semi-orthogonal matrix to each matrix of g [..., m, n], approximately: a
+    """The nearest semi-orthogonal matrix to g [m, n], or to each matrix of g [batch, m, n],
+    approximately: a
     quintic Newton-Schulz iteration whose coefficients push every singular value into about
     [0.7, 1.2] in 5 steps (singular values far below the largest one grow less)."""
     if g.dim() == 2:

@@ -449,7 +449,8 @@ def main(argv=None):
         trained_with = ckpt["config"].get("optimizer", "adamw")
         if trained_with != cfg["optimizer"]:
             raise SystemExit(f"error: {ckpt_path} was trained with optimizer={trained_with!r}: resume "
-                             f"it with --optimizer={trained_with}")
+                             f"it with --optimizer={trained_with} (under ablate.py: "
+                             f"--train_args='--optimizer={trained_with}')")
         iter_num, best_val = ckpt["iter_num"], ckpt["best_val_loss"]
     elif cfg["init_from"] == "scratch":
         gpt_cfg = model_config(cfg, meta)

@@ -40,3 +40,46 @@ def test_muon_steps_a_convolution_as_its_out_x_fan_in_matrix():
         q.grad = p.grad.clone()
         Muon([q], lr=0.01).step()
         torch.testing.assert_close(q.detach(), p.detach(), atol=1e-6, rtol=1e-5)
+
+
+def test_muon_momentum_is_nesterov_and_weight_decay_is_decoupled():
+    """The first step alone cannot tell momentum from none (orthogonalising removes the scale of
+    (1 - mu^2) g1), so take two: the buffer is (1 - mu) g1, then mu (1 - mu) g1 + (1 - mu) g2, and
+    the second step orthogonalises the Nesterov mix g2 + mu (buf - g2). Weight decay shrinks the
+    weight by lr * wd before the step, whatever the gradient."""
+    g = torch.Generator().manual_seed(1)
+    g1, g2 = torch.randn(8, 24, generator=g), torch.randn(8, 24, generator=g)
+    p = torch.nn.Parameter(torch.randn(8, 24, generator=g))
+    lr, mu, wd = 0.01, 0.95, 0.1
+    opt = Muon([p], lr=lr, momentum=mu, weight_decay=wd)
+    p.grad = g1
+    opt.step()
+    torch.testing.assert_close(opt.state[p]["momentum"], (1 - mu) * g1)
+    before = p.detach().clone()
+    p.grad = g2
+    opt.step()
+    buf = mu * (1 - mu) * g1 + (1 - mu) * g2
+    expected = before * (1 - lr * wd) - lr * 0.2 * 24 ** 0.5 * orthogonalize(g2.lerp(buf, mu))
+    torch.testing.assert_close(p.detach(), expected, atol=1e-6, rtol=1e-5)
+    q = torch.nn.Parameter(torch.ones(4, 4))
+    q.grad = torch.zeros(4, 4)
+    Muon([q], lr=lr, weight_decay=wd).step()  # a zero gradient: decay alone
+    torch.testing.assert_close(q.detach(), torch.full((4, 4), 1 - lr * wd))
+
+
+def test_muon_batches_only_weights_of_one_shape():
+    """Weights of different shapes in one group each get their own step, equal to a lone
+    optimizer's; weights of one shape are stacked and still stepped one by one."""
+    g = torch.Generator().manual_seed(2)
+    shapes = [(16, 8), (8, 16), (16, 8), (12, 4, 3)]
+    ws = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in shapes]
+    grads = [torch.randn(s, generator=g) for s in shapes]
+    start = [w.detach().clone() for w in ws]
+    for w, gr in zip(ws, grads):
+        w.grad = gr
+    Muon(ws, lr=0.01).step()
+    for w, gr, s in zip(ws, grads, start):
+        lone = torch.nn.Parameter(s.clone())
+        lone.grad = gr
+        Muon([lone], lr=0.01).step()
+        torch.testing.assert_close(w.detach(), lone.detach(), atol=1e-6, rtol=1e-5)
