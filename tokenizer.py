@@ -410,8 +410,11 @@ def load_tokenizer(path, device="cpu"):
         raise FileNotFoundError(f"no video tokenizer at {path}: {hint}")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
-        # tokenizers saved before encoder_kernel existed used 3x3 encoder convolutions
-        model = VideoTokenizer(TokenizerConfig(**{"encoder_kernel": 3, **ckpt["config"]}))
+        # tokenizers saved before encoder_kernel existed used 3x3 encoder convolutions. Building
+        # it draws init weights, which the load replaces: not from the caller's RNG (a training
+        # run that loads it must train as one that does not)
+        with torch.random.fork_rng(devices=[]):
+            model = VideoTokenizer(TokenizerConfig(**{"encoder_kernel": 3, **ckpt["config"]}))
         model.load_state_dict(ckpt["model"])
     except Exception as e:  # any unreadable or mismatched file: one message, not a traceback
         raise RuntimeError(f"could not load the video tokenizer {path} ({type(e).__name__}: "

@@ -238,9 +238,11 @@ def model_config(cfg, meta):
 def make_optimizer(model, cfg, device):
     """AdamW, weight decay on matrices only (not norms). optimizer='muon': the blocks' matrices
     take Muon steps instead (the embedding, the heads and the norms stay on AdamW)."""
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    hidden = [p for n, p in params.items() if cfg["optimizer"] == "muon" and p.dim() == 2 and n.startswith("blocks.")]
-    rest = [p for p in params.values() if not any(p is q for q in hidden)]
+    hidden, rest = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            muon = cfg["optimizer"] == "muon" and p.dim() == 2 and name.startswith("blocks.")
+            (hidden if muon else rest).append(p)
     groups = [dict(params=[p for p in rest if p.dim() >= 2], weight_decay=cfg["weight_decay"]),
               dict(params=[p for p in rest if p.dim() < 2], weight_decay=0.0)]
     adamw = torch.optim.AdamW(groups, lr=cfg["learning_rate"], betas=(cfg["beta1"], cfg["beta2"]),
@@ -432,8 +434,7 @@ def main(argv=None):
     tok = None
     if master and cfg["sample_prompts"]:  # the samples at the end need the data's tokenizer: load it now
         from sample import load_codes_tokenizer
-        with torch.random.fork_rng(devices=[]):  # building it draws init weights: not from this run's RNG
-            tok = load_codes_tokenizer(meta, device)
+        tok = load_codes_tokenizer(meta, device)
     iter_num, best_val = 0, float("inf")
     if cfg["init_from"] == "resume":
         ckpt = load_checkpoint(ckpt_path, device)
