@@ -122,7 +122,7 @@ def train_batch(cfg, n_visual, device):
 def bench_train_step(gpt_cfg, cfg, device, ctx):
     """Seconds per optimizer step, tokens/s, MFU and peak memory of one training configuration,
     stepped with AdamW (the paper's optimizer; the shapes presets' Muon adds its Newton-Schulz
-    iterations, about 8% of the tiny model's step on 2 CPU threads)."""
+    iterations: 24 ms a step for the tiny model on 2 CPU threads, EXPERIMENTS.md)."""
     torch.manual_seed(0)
     with torch.device(device):  # built on the device: a 1B model's init on the CPU takes long
         model = GPT(gpt_cfg)
