@@ -25,7 +25,8 @@ from optim import Combined, Muon
 
 # -----------------------------------------------------------------------------
 # Vocabulary: [ UTF-8 bytes | specials | visual codes ], defined here and nowhere else.
-# The LM's output head covers only the visual codes: no text loss (sec. 3.1).
+# The LM's output head covers only the visual codes (sec. 3.1); train.py's optional text_loss
+# adds a separate next-byte head over the text and special ids (model.py).
 
 N_TEXT = 256                                  # byte-level text: no learned text tokenizer needed
 PAD, BOS, EOT, MASK = 256, 257, 258, 259      # MASK is the AR-DF mask token (sec. 3.3)
