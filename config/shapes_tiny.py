@@ -10,7 +10,7 @@ text_loss = 1.0                # next-byte loss on the prompt (0 = the paper): s
 optimizer = "muon"             # Muon for the blocks' matrices, AdamW for the rest (the paper: AdamW; README)
 batch_size = 16
 max_iters = 2000
-learning_rate = 5e-3
-min_lr = 5e-4
+learning_rate = 2.5e-3         # with Muon; AdamW (the paper) ran best at 5e-3 here (README)
+min_lr = 2.5e-4
 warmup_iters = 100
 eval_interval = 500
