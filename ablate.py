@@ -57,15 +57,7 @@ def train_arm(cfg, arm, overrides, seed):
     done = os.path.join(out, "done.json")
     if os.path.isfile(done):  # trained before: only if with this command's settings
         with open(done) as f:
-            before = json.load(f)
-        # runs finished before the optimizer setting existed were all AdamW
-        was = (before["max_iters"], before["eval_interval"], before.get("train_args", ""),
-               before.get("optimizer", "adamw"))
-        now = (cfg["max_iters"], cfg["eval_interval"], cfg["train_args"], train_optimizer(cfg))
-        if was != now:
-            raise SystemExit(f"error: {out} was trained with max_iters, eval_interval, train_args, "
-                             f"optimizer = {was}, and this command asks for {now}: give another "
-                             f"--out_dir (or --train_args='--optimizer={was[3]}')")
+            check_reusable(out, json.load(f), cfg)
         return out
     resume = os.path.isfile(os.path.join(out, "ckpt.pt"))  # interrupted mid-run: continue it
     args = dict(overrides, out_dir=out, seed=seed, max_iters=cfg["max_iters"],
@@ -74,13 +66,36 @@ def train_arm(cfg, arm, overrides, seed):
     train.main([f"--{k}={v!r}" if isinstance(v, (str, tuple)) else f"--{k}={v}" for k, v in args.items()]
                + cfg_extra(cfg))
     with open(done, "w") as f:
-        json.dump(dict(args, train_args=cfg["train_args"], optimizer=train_optimizer(cfg)), f)
+        json.dump(dict(args, train_args=cfg["train_args"],
+                       **{k: train_config(cfg)[k] for k in OLD_RECIPE}), f)
     return out
 
 
-def train_optimizer(cfg):
-    """The optimizer train.py runs with under this command's --train_args."""
-    return configure(train.DEFAULTS, cfg_extra(cfg))["optimizer"]
+# Kept in every done.json since the defaults changed. A run finished before a key was recorded
+# was trained with that key's default of its date: AdamW until 2026-11-30, learning rate 5e-3 to
+# 5e-4 until that day's sixth session.
+OLD_RECIPE = dict(optimizer="adamw", learning_rate=5e-3, min_lr=5e-4)
+
+
+def train_config(cfg):
+    """The train.py settings under this command's --train_args (before each arm's own)."""
+    return configure(train.DEFAULTS, cfg_extra(cfg))
+
+
+def check_reusable(out, before, cfg):
+    """Stop unless the finished run in `out`, whose done.json holds `before`, was trained with
+    the settings this command would train it with (compared resolved, not as typed)."""
+    then = dict(train.DEFAULTS, **{k: before.get(k, v) for k, v in OLD_RECIPE.items()})
+    was = dict(configure(then, before.get("train_args", "").split()),
+               max_iters=before["max_iters"], eval_interval=before["eval_interval"])
+    now = dict(train_config(cfg), max_iters=cfg["max_iters"], eval_interval=cfg["eval_interval"])
+    diff = [k for k in now if was.get(k) != now[k]]
+    if diff:
+        restore = " ".join(f"--{k}={was[k]}" for k in diff if k not in ("max_iters", "eval_interval"))
+        raise SystemExit(f"error: {out} was trained with {', '.join(f'{k}={was.get(k)!r}' for k in diff)}"
+                         f"; this command asks for {', '.join(f'{k}={now[k]!r}' for k in diff)}. "
+                         f"Give another --out_dir, or the run's settings"
+                         + (f" (--train_args='{restore}')" if restore else ""))
 
 
 def cfg_extra(cfg):

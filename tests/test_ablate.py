@@ -6,7 +6,6 @@ import pytest
 import torch
 
 import ablate
-import train
 from conftest import train_args
 
 
@@ -105,15 +104,28 @@ def test_lanes_share_runs_through_claims(shards, tmp_path):
 def test_a_run_trained_with_other_settings_is_not_reused(shards, tmp_path):
     args = study_args(shards, tmp_path, "rope") + ["--seeds=1", "--arms=1d"]
     ablate.main(args)
-    with pytest.raises(SystemExit, match="was trained with max_iters"):
+    with pytest.raises(SystemExit, match="trained with max_iters=2; .* asks for max_iters=3"):
         ablate.main(args + ["--max_iters=3"])
     done = tmp_path / "rope" / "1d_s0" / "done.json"
     record = json.loads(done.read_text())
-    assert record["optimizer"] == train.DEFAULTS["optimizer"] == "muon"
-    del record["optimizer"]  # a run finished before the setting existed: it was trained with AdamW
+    assert (record["optimizer"], record["learning_rate"]) == ("muon", 2.5e-3)  # today's defaults
+    del record["learning_rate"], record["min_lr"]  # a Muon run finished before they were recorded
     done.write_text(json.dumps(record))
-    with pytest.raises(SystemExit, match="'adamw'\\), and this command asks for .*'muon'\\)"):
+    with pytest.raises(SystemExit, match="learning_rate=0.005, min_lr=0.0005; this command asks "
+                                         "for learning_rate=0.0025, min_lr=0.00025"):
         ablate.main(args)
+    def plus(extra):  # more train.py settings in --train_args
+        return [a + extra if a.startswith("--train_args=") else a for a in args]
+
+    with pytest.raises(SystemExit, match="trained with min_lr=0.0005"):
+        ablate.main(plus(" --learning_rate=5e-3"))
+    as_it_was = plus(" --learning_rate=5e-3 --min_lr=5e-4")
+    assert ablate.main(as_it_was)  # reused: the settings match once resolved
+    del record["optimizer"]  # finished before the optimizer was recorded: trained with AdamW
+    done.write_text(json.dumps(record))
+    with pytest.raises(SystemExit, match="trained with optimizer='adamw'; this command asks for "
+                                         "optimizer='muon'. .*--train_args='--optimizer=adamw'"):
+        ablate.main(as_it_was)
 
 
 @pytest.mark.skipif(ablate.fcntl is None, reason="claims need fcntl (not on Windows)")
