@@ -19,6 +19,7 @@ from model import GPT, PRESETS, GPTConfig, device_peak_flops, loss_chunk_rows
 from sample import (CFG_SCALE, STEPS, FrameRunner, compile_for_sampling, generate, guided,
                     gumbel)
 from tokenizer import MASK, VISUAL_OFFSET, build_sequence, collate, layout
+from train import DEFAULTS as TRAIN_DEFAULTS, make_optimizer
 
 
 def sync(device):
@@ -121,12 +122,12 @@ def train_batch(cfg, n_visual, device):
 
 def bench_train_step(gpt_cfg, cfg, device, ctx):
     """Seconds per optimizer step, tokens/s, MFU and peak memory of one training configuration,
-    stepped with AdamW (the paper's optimizer; the shapes presets' Muon adds its Newton-Schulz
-    iterations: 24 ms a step for the tiny model on 2 CPU threads, EXPERIMENTS.md)."""
+    stepped with train.py's optimizer of --optimizer (Muon's Newton-Schulz iterations are
+    optimizer work: MFU counts the model's FLOPs only)."""
     torch.manual_seed(0)
     with torch.device(device):  # built on the device: a 1B model's init on the CPU takes long
         model = GPT(gpt_cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=str(device).startswith("cuda"))
+    opt = make_optimizer(model, dict(TRAIN_DEFAULTS, optimizer=cfg["optimizer"]), device)
     if cfg["compile"]:
         model.compile_body()
     b = train_batch(cfg, gpt_cfg.n_visual, device)
@@ -220,6 +221,7 @@ def main(argv=None):
         model_size="tiny", n_visual=1000, frames=3, h=8, w=8, text_len=80, batch_size=8,
         sample_batch=1, steps=STEPS, repeat=3, sample_repeat=0, loss_rows=32768, loss_chunk=0, compile=False,
         attn_impl="sdpa", grad_checkpoint=False, sections="sampling,attention,train,loss",
+        optimizer="muon",  # the training step's: 'muon' (the shapes presets) or 'adamw' (the paper)
         device="cuda" if torch.cuda.is_available() else "cpu",
         dtype="bfloat16" if torch.cuda.is_available() else "float32", out="bench.json"), argv)
     print_config(cfg)
@@ -228,6 +230,8 @@ def main(argv=None):
     if cfg["model_size"] not in PRESETS or cfg["dtype"] not in ("float32", "bfloat16"):
         raise SystemExit(f"error: --model_size is one of {', '.join(PRESETS)} and --dtype float32 or "
                          f"bfloat16; got {cfg['model_size']!r} and {cfg['dtype']!r}")
+    if cfg["optimizer"] not in ("muon", "adamw"):
+        raise SystemExit(f"error: --optimizer is 'muon' or 'adamw'; got {cfg['optimizer']!r}")
     sections = cfg["sections"].split(",")
     if not set(sections) <= {"sampling", "attention", "train", "loss"}:
         raise SystemExit(f"error: --sections takes a comma-separated subset of sampling,attention,train,loss; "
@@ -285,12 +289,12 @@ def main(argv=None):
                   flush=True)
 
         elif section == "train":
-            train = {}
+            train = {"optimizer": cfg["optimizer"]}
             for rope in ("mmrope", "1d"):
                 r = bench_train_step(GPTConfig(**{**gpt_cfg.__dict__, "rope_kind": rope}), cfg, device, ctx)
                 train[rope] = r
                 save("train", train)
-                print(f"train step {rope:<7} {1000 * r['s_per_step']:9.1f} ms  {r['tokens_per_s']:10.0f} tok/s  "
+                print(f"train step, {cfg['optimizer']}, {rope:<7} {1000 * r['s_per_step']:9.1f} ms  {r['tokens_per_s']:10.0f} tok/s  "
                       f"{r['tflops']:.3f} TFLOP/s" + (f"  MFU {100 * r['mfu']:.1f}%" if r["mfu"] else "")
                       + (f"  peak {r['peak_mem_gb']:.2f} GB" if r["peak_mem_gb"] else "")
                       + f"  ({r['params_m']:.0f}M parameters)", flush=True)

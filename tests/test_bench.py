@@ -70,3 +70,20 @@ def test_unknown_section_is_refused(tmp_path):
         bench.main(SMALL + ["--repeat=0", f"--out={tmp_path / 'b.json'}"])
     with pytest.raises(SystemExit, match="--model_size is one of"):
         bench.main(SMALL + ["--model_size=huge", f"--out={tmp_path / 'b.json'}"])
+
+
+@pytest.mark.parametrize("optimizer", ["muon", "adamw"])
+def test_the_training_step_uses_the_asked_optimizer(tmp_path, monkeypatch, optimizer):
+    import optim
+    calls = []
+    real = optim.orthogonalize
+    monkeypatch.setattr(optim, "orthogonalize", lambda g, *a, **k: calls.append(g.shape) or real(g, *a, **k))
+    out = tmp_path / "b.json"
+    bench.main(SMALL + ["--sections=train", f"--optimizer={optimizer}", f"--out={out}"])
+    assert json.loads(out.read_text())["train"]["optimizer"] == optimizer
+    assert bool(calls) == (optimizer == "muon")  # Muon orthogonalises the blocks' matrices
+
+
+def test_an_unknown_optimizer_is_refused(tmp_path):
+    with pytest.raises(SystemExit, match="--optimizer is 'muon' or 'adamw'"):
+        bench.main(SMALL + ["--optimizer=sgd", f"--out={tmp_path / 'b.json'}"])
