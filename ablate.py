@@ -66,14 +66,13 @@ def train_arm(cfg, arm, overrides, seed):
     train.main([f"--{k}={v!r}" if isinstance(v, (str, tuple)) else f"--{k}={v}" for k, v in args.items()]
                + cfg_extra(cfg))
     with open(done, "w") as f:
-        json.dump(dict(args, train_args=cfg["train_args"],
-                       **{k: train_config(cfg)[k] for k in OLD_RECIPE}), f)
+        json.dump(dict(args, train_args=cfg["train_args"], train_config=train_config(cfg)), f)
     return out
 
 
-# Kept in every done.json since the defaults changed. A run finished before a key was recorded
-# was trained with that key's default of its date: AdamW until 2026-11-30, learning rate 5e-3 to
-# 5e-4 until that day's sixth session.
+# Older done.json files kept less than the whole train.py config: a key they lack had the default
+# of their date. AdamW until 2026-11-30 ("optimizer" kept since), learning rate 5e-3 to 5e-4
+# until that day's sixth session.
 OLD_RECIPE = dict(optimizer="adamw", learning_rate=5e-3, min_lr=5e-4)
 
 
@@ -84,11 +83,16 @@ def train_config(cfg):
 
 def check_reusable(out, before, cfg):
     """Stop unless the finished run in `out`, whose done.json holds `before`, was trained with
-    the settings this command would train it with (compared resolved, not as typed)."""
-    then = dict(train.DEFAULTS, **{k: before.get(k, v) for k, v in OLD_RECIPE.items()})
-    was = dict(configure(then, before.get("train_args", "").split()),
-               max_iters=before["max_iters"], eval_interval=before["eval_interval"])
-    now = dict(train_config(cfg), max_iters=cfg["max_iters"], eval_interval=cfg["eval_interval"])
+    the settings this command would train it with (compared resolved, not as typed). A setting
+    added to train.py since counts at its default."""
+    if "train_config" in before:
+        was = dict(train.DEFAULTS, **before["train_config"])
+    else:
+        then = dict(train.DEFAULTS, **{k: before.get(k, v) for k, v in OLD_RECIPE.items()})
+        was = configure(then, before.get("train_args", "").split())
+    as_json = lambda d: json.loads(json.dumps(d))  # tuples read back from JSON as lists
+    was = as_json(dict(was, max_iters=before["max_iters"], eval_interval=before["eval_interval"]))
+    now = as_json(dict(train_config(cfg), max_iters=cfg["max_iters"], eval_interval=cfg["eval_interval"]))
     diff = [k for k in now if was.get(k) != now[k]]
     if diff:
         restore = " ".join(f"--{k}={was[k]}" for k in diff if k not in ("max_iters", "eval_interval"))

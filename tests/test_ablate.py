@@ -108,21 +108,27 @@ def test_a_run_trained_with_other_settings_is_not_reused(shards, tmp_path):
         ablate.main(args + ["--max_iters=3"])
     done = tmp_path / "rope" / "1d_s0" / "done.json"
     record = json.loads(done.read_text())
-    assert (record["optimizer"], record["learning_rate"]) == ("muon", 2.5e-3)  # today's defaults
-    del record["learning_rate"], record["min_lr"]  # a Muon run finished before they were recorded
+    assert record["train_config"]["learning_rate"] == 2.5e-3 and record["train_config"]["n_layer"] == 2
+    record["train_config"]["text_loss"] = 0.0  # as if trained without the text loss
     done.write_text(json.dumps(record))
-    with pytest.raises(SystemExit, match="learning_rate=0.005, min_lr=0.0005; this command asks "
-                                         "for learning_rate=0.0025, min_lr=0.00025"):
+    with pytest.raises(SystemExit, match="trained with text_loss=0.0; .*--train_args='--text_loss=0.0'"):
         ablate.main(args)
+
     def plus(extra):  # more train.py settings in --train_args
         return [a + extra if a.startswith("--train_args=") else a for a in args]
 
+    assert ablate.main(plus(" --text_loss=0.0"))  # reused: the settings match once resolved
+    # a done.json of the fifth session: no train_config, the optimizer kept, learning rate 5e-3
+    record = {k: v for k, v in record.items() if k != "train_config"}
+    done.write_text(json.dumps(dict(record, optimizer="muon")))
+    with pytest.raises(SystemExit, match="learning_rate=0.005, min_lr=0.0005; this command asks "
+                                         "for learning_rate=0.0025, min_lr=0.00025"):
+        ablate.main(args)
     with pytest.raises(SystemExit, match="trained with min_lr=0.0005"):
         ablate.main(plus(" --learning_rate=5e-3"))
     as_it_was = plus(" --learning_rate=5e-3 --min_lr=5e-4")
-    assert ablate.main(as_it_was)  # reused: the settings match once resolved
-    del record["optimizer"]  # finished before the optimizer was recorded: trained with AdamW
-    done.write_text(json.dumps(record))
+    assert ablate.main(as_it_was)
+    done.write_text(json.dumps(record))  # older still, no optimizer: trained with AdamW
     with pytest.raises(SystemExit, match="trained with optimizer='adamw'; this command asks for "
                                          "optimizer='muon'. .*--train_args='--optimizer=adamw'"):
         ablate.main(as_it_was)
