@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import ablate
+import train
 from conftest import train_args
 
 
@@ -108,7 +109,8 @@ def test_a_run_trained_with_other_settings_is_not_reused(shards, tmp_path):
         ablate.main(args + ["--max_iters=3"])
     done = tmp_path / "rope" / "1d_s0" / "done.json"
     record = json.loads(done.read_text())
-    assert record["train_config"]["learning_rate"] == 2.5e-3 and record["train_config"]["n_layer"] == 2
+    assert record["train_config"]["learning_rate"] == train.DEFAULTS["learning_rate"]
+    assert record["train_config"]["n_layer"] == 2  # from --train_args
     record["train_config"]["text_loss"] = 0.0  # as if trained without the text loss
     done.write_text(json.dumps(record))
     with pytest.raises(SystemExit, match="trained with text_loss=0.0; .*--train_args='--text_loss=0.0'"):
@@ -121,8 +123,9 @@ def test_a_run_trained_with_other_settings_is_not_reused(shards, tmp_path):
     # a done.json of the fifth session: no train_config, the optimizer kept, learning rate 5e-3
     record = {k: v for k, v in record.items() if k != "train_config"}
     done.write_text(json.dumps(dict(record, optimizer="muon")))
-    with pytest.raises(SystemExit, match="learning_rate=0.005, min_lr=0.0005; this command asks "
-                                         "for learning_rate=0.0025, min_lr=0.00025"):
+    lr, min_lr = train.DEFAULTS["learning_rate"], train.DEFAULTS["min_lr"]
+    with pytest.raises(SystemExit, match=f"learning_rate=0.005, min_lr=0.0005; this command asks "
+                                         f"for learning_rate={lr}, min_lr={min_lr}"):
         ablate.main(args)
     with pytest.raises(SystemExit, match="trained with min_lr=0.0005"):
         ablate.main(plus(" --learning_rate=5e-3"))
