@@ -9,9 +9,8 @@ import torch
 
 def orthogonalize(g, steps=5):
     """The nearest semi-orthogonal matrix to g [m, n], or to each matrix of g [batch, m, n],
-    approximately: a
-    quintic Newton-Schulz iteration whose coefficients push every singular value into about
-    [0.7, 1.2] in 5 steps (singular values far below the largest one grow less)."""
+    approximately: a quintic Newton-Schulz iteration whose coefficients push every singular value
+    into about [0.7, 1.2] in 5 steps (singular values far below the largest one grow less)."""
     if g.dim() == 2:
         return orthogonalize(g[None], steps)[0]
     a, b, c = 3.4445, -4.7750, 2.0315
