@@ -74,6 +74,10 @@ def train_arm(cfg, arm, overrides, seed):
 # of their date. AdamW until 2026-11-30 ("optimizer" kept since), learning rate 5e-3 to 5e-4
 # until that day's sixth session.
 OLD_RECIPE = dict(optimizer="adamw", learning_rate=5e-3, min_lr=5e-4)
+# Settings that say where and how fast a run went, not what it learned: a run trained on a GPU is
+# reused by the same command on a CPU.
+WHERE_IT_RAN = ("device", "dtype", "compile", "attn_impl", "grad_checkpoint", "loss_chunk",
+                "log_interval", "always_save_checkpoint", "wandb_log", "wandb_project")
 
 
 def train_config(cfg):
@@ -93,7 +97,7 @@ def check_reusable(out, before, cfg):
     as_json = lambda d: json.loads(json.dumps(d))  # tuples read back from JSON as lists
     was = as_json(dict(was, max_iters=before["max_iters"], eval_interval=before["eval_interval"]))
     now = as_json(dict(train_config(cfg), max_iters=cfg["max_iters"], eval_interval=cfg["eval_interval"]))
-    diff = [k for k in now if was.get(k) != now[k]]
+    diff = [k for k in now if k not in WHERE_IT_RAN and was.get(k) != now[k]]
     if diff:
         restore = " ".join(f"--{k}={was[k]}" for k in diff if k not in ("max_iters", "eval_interval"))
         raise SystemExit(f"error: {out} was trained with {', '.join(f'{k}={was.get(k)!r}' for k in diff)}"

@@ -120,6 +120,9 @@ def test_a_run_trained_with_other_settings_is_not_reused(shards, tmp_path):
         return [a + extra if a.startswith("--train_args=") else a for a in args]
 
     assert ablate.main(plus(" --text_loss=0.0"))  # reused: the settings match once resolved
+    record["train_config"].update(device="cuda", dtype="bfloat16", compile=True)  # ran on a GPU
+    done.write_text(json.dumps(record))
+    assert ablate.main(plus(" --text_loss=0.0"))  # reused on the CPU: where it ran is not what it learned
     # a done.json of the fifth session: no train_config, the optimizer kept, learning rate 5e-3
     record = {k: v for k, v in record.items() if k != "train_config"}
     done.write_text(json.dumps(dict(record, optimizer="muon")))
