@@ -360,7 +360,8 @@ def generate_for(prompts, model, tok, meta, train_cfg, cfg):
 def main(argv=None):
     """python eval.py --out_dir=out: ShapesBench on the checkpoint in out_dir.
     python eval.py --calibrate=True: the benchmark on ground truth, the tokenizer round trip and
-    random clips, to show what a perfect and a useless generator score."""
+    random clips, to show what a perfect and a useless generator score.
+    --tokenizer_path: the tokenizer to calibrate, or where the model's own has been moved."""
     import json
     import os
     from configurator import configure, print_config
@@ -389,7 +390,7 @@ def main(argv=None):
         return results
     model, ckpt = load_model(cfg["out_dir"], cfg["ckpt"], cfg["device"])
     meta, train_cfg = ckpt["meta"], ckpt["config"]
-    tok = load_codes_tokenizer(meta, cfg["device"])
+    tok = load_codes_tokenizer(meta, cfg["device"], cfg["tokenizer_path"])
     frames = 1 + (meta["latent_shape"]["video"][0] - 1) * meta["compression"][0]
     prompts = benchmark_prompts(meta["height"], meta["width"], frames, cfg["n_per_category"])
     clips = generate_for(prompts, model, tok, meta, train_cfg, cfg)

@@ -225,19 +225,23 @@ def load_model(out_dir, name="ckpt.pt", device="cpu", compile=False):
     return model, ckpt
 
 
-def load_codes_tokenizer(meta, device="cpu"):
-    """The video tokenizer whose codes a checkpoint's model was trained on (meta["tokenizer"]),
-    or one clear error: no other tokenizer decodes those codes."""
+def load_codes_tokenizer(meta, device="cpu", path=""):
+    """The video tokenizer whose codes a checkpoint's model was trained on, or one clear error: no
+    other tokenizer decodes those codes. It is read from meta["tokenizer"] (the path the data was
+    encoded with, relative to where that ran), or from `path` if given (a copy moved elsewhere);
+    either way its weights must match meta["tokenizer_fingerprint"]."""
     from tokenizer import load_tokenizer
+    path = path or meta["tokenizer"]
     try:
-        tok = load_tokenizer(meta["tokenizer"], device)
+        tok = load_tokenizer(path, device)
     except (FileNotFoundError, RuntimeError) as e:
         raise SystemExit(f"error: the model was trained on the codes of the video tokenizer "
-                         f"{meta['tokenizer']!r}, which cannot be loaded ({e}). Restore that file: "
-                         f"a newly trained tokenizer has other codes") from None
+                         f"{path!r}, which cannot be loaded ({e}). Restore that file, or pass "
+                         f"--tokenizer_path=PATH to where it is now: a newly trained tokenizer has "
+                         f"other codes") from None
     want, have = meta.get("tokenizer_fingerprint"), tok.fingerprint()  # older shards have none
     if want and have != want:
-        raise SystemExit(f"error: {meta['tokenizer']} is not the video tokenizer this model's data was "
+        raise SystemExit(f"error: {path} is not the video tokenizer this model's data was "
                          f"encoded with (its weights are {have}, the data's {want}): "
                          f"its codes would decode to other pixels. Restore that tokenizer, or train "
                          f"the model again on shards made with this one")
@@ -258,14 +262,14 @@ def main(argv=None):
         out_dir="out", ckpt="ckpt.pt", prompt="a red circle moves right", prompt_file="",
         image="", frames=0, num_samples=1, seed=0, steps=STEPS, cfg=CFG_SCALE, temperature=TEMPERATURE,
         token_temperature=TOKEN_TEMPERATURE, history_ratio=HISTORY_RATIO, sample_dir="", compile=False,
-        device="cuda" if torch.cuda.is_available() else "cpu"),
+        tokenizer_path="", device="cuda" if torch.cuda.is_available() else "cpu"),
         argv)
     print_config(cfg)
     check_sampling_args(cfg)
     torch.set_flush_denormal(True)  # CPU: denormal floats are 10x slower and no more useful than 0
     model, ckpt = load_model(cfg["out_dir"], cfg["ckpt"], cfg["device"], cfg["compile"])
     meta, train_cfg = ckpt["meta"], ckpt["config"]
-    tok = load_codes_tokenizer(meta, cfg["device"])
+    tok = load_codes_tokenizer(meta, cfg["device"], cfg["tokenizer_path"])
     s_t = tok.compression[0]
     frames = cfg["frames"] or 1 + (meta["latent_shape"]["video"][0] - 1) * s_t
     if (frames - 1) % s_t:

@@ -434,7 +434,8 @@ def main(argv=None):
     tok = None
     if master and cfg["sample_prompts"]:  # the samples at the end need the data's tokenizer: load it now
         from sample import load_codes_tokenizer
-        tok = load_codes_tokenizer(meta, device)
+        moved = not os.path.exists(meta["tokenizer"])  # the shards' path is gone: try --tokenizer_path
+        tok = load_codes_tokenizer(meta, device, cfg["tokenizer_path"] if moved else "")
     iter_num, best_val = 0, float("inf")
     if cfg["init_from"] == "resume":
         ckpt = load_checkpoint(ckpt_path, device)

@@ -1,4 +1,6 @@
 """AR-DF inference (sample.py): cached == uncached, guidance, history mask, tasks, files."""
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -6,7 +8,8 @@ import torch
 from masking import confidence_temperature, history_mask
 from model import GPT, GPTConfig
 from sample import FrameRunner, compile_for_sampling, generate, guided, save_video, unmask_frame
-from tokenizer import MASK, VISUAL_OFFSET, collate, encode_text, layout
+from tokenizer import (MASK, VISUAL_OFFSET, TokenizerConfig, VideoTokenizer, collate, encode_text,
+                       layout, save_tokenizer)
 from conftest import needs_compiler
 
 FRAMES, H, W, TEXT_LEN, V = 3, 4, 4, 24, 32
@@ -238,8 +241,17 @@ def test_cli_bad_input(trained_run, tmp_path):
     data_tokenizer = ckpt["meta"]["tokenizer"]
     ckpt["meta"]["tokenizer"] = str(tmp_path / "gone.pt")
     torch.save(ckpt, run / "ckpt.pt")
-    with pytest.raises(SystemExit, match="gone.pt.*cannot be loaded.*Restore that file"):
+    with pytest.raises(SystemExit, match="gone.pt.*cannot be loaded.*Restore that file, or pass "
+                                         "--tokenizer_path"):
         sample.main([f"--out_dir={run}"])
+    shutil.copy(data_tokenizer, tmp_path / "moved.pt")  # where it went: told, it is found
+    sample.main([f"--out_dir={run}", f"--tokenizer_path={tmp_path / 'moved.pt'}", "--frames=1",
+                 f"--sample_dir={tmp_path / 'from_moved'}"])
+    assert len(list((tmp_path / "from_moved").glob("*.png"))) == 1
+    other = VideoTokenizer(TokenizerConfig(levels=(8, 5, 5, 5), compression=(4, 4, 4)))
+    save_tokenizer(other, str(tmp_path / "other.pt"))  # a tokenizer with other weights is refused
+    with pytest.raises(SystemExit, match="other.pt is not the video tokenizer this model's data"):
+        sample.main([f"--out_dir={run}", f"--tokenizer_path={tmp_path / 'other.pt'}"])
     ckpt["meta"]["tokenizer"] = data_tokenizer  # a tokenizer is there, but not the data's
     ckpt["meta"]["tokenizer_fingerprint"] = "0123456789abcdef"
     torch.save(ckpt, run / "ckpt.pt")

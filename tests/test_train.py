@@ -1,6 +1,7 @@
 """train.py: config handling, a fresh run end to end, exact resume, DDP == accumulation, bad input."""
 import json
 import os
+import shutil
 import socket
 
 import pytest
@@ -72,6 +73,23 @@ def test_sample_prompts_do_not_change_the_training(shards, tmp_path):
     train.main(args(shards, tmp_path / "a", sample_prompts=()))
     train.main(args(shards, tmp_path / "b", sample_prompts=("a blue square",), sample_steps=1))
     assert train_losses(tmp_path / "a") == train_losses(tmp_path / "b")
+
+
+def test_data_whose_tokenizer_moved_samples_with_tokenizer_path(shards, tmp_path):
+    """Shards record the path of the tokenizer that encoded them; moved, it is found through
+    --tokenizer_path (the fingerprint still has to match)."""
+    data = tmp_path / "shards"
+    shutil.copytree(shards / "shards", data)
+    meta = json.loads((data / "meta.json").read_text())
+    meta["tokenizer"] = str(tmp_path / "gone" / "tok.pt")
+    (data / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(SystemExit, match="gone.*cannot be loaded.*--tokenizer_path"):
+        train.main(args(shards, tmp_path / "a", data_dir=str(data), tokenizer_path=meta["tokenizer"],
+                        sample_prompts=("a blue square",)))
+    shutil.copy(shards / "tok.pt", tmp_path / "here.pt")
+    train.main(args(shards, tmp_path / "b", data_dir=str(data), tokenizer_path=str(tmp_path / "here.pt"),
+                    sample_prompts=("a blue square",), sample_steps=1, max_iters=1))
+    assert (tmp_path / "b" / "samples" / "a_blue_square.png").is_file()
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
