@@ -207,7 +207,7 @@ def test_empty_data_folder_is_a_clear_error(tmp_path):
         train.main(["--dataset=folder", f"--data_dir={tmp_path}", f"--out_dir={tmp_path / 'out'}"])
 
 
-@pytest.mark.parametrize("preset", ["shapes_tiny", "shapes_gpu", "lumos_1b", "lumos_3b"])
+@pytest.mark.parametrize("preset", ["shapes_tiny", "shapes_tiny_t2", "shapes_gpu", "lumos_1b", "lumos_3b"])
 def test_presets_are_valid_configs_with_valid_models(preset):
     from configurator import configure
     from model import PRESETS, GPTConfig
@@ -215,6 +215,12 @@ def test_presets_are_valid_configs_with_valid_models(preset):
     assert GPTConfig(**PRESETS[cfg["model_size"]]).head_dim % 32 == 0  # mmrope's blocks of 16
     if preset == "shapes_tiny":  # the preset spells out the defaults
         assert cfg == train.DEFAULTS
+    if preset == "shapes_tiny_t2":  # the defaults but for its files and the tokenizer's compression
+        import shlex
+        from tokenizer import TRAIN_DEFAULTS
+        changed = {k for k in cfg if cfg[k] != train.DEFAULTS[k]}
+        assert changed == {"out_dir", "data_dir", "tokenizer_path", "tokenizer_args"}
+        assert configure(TRAIN_DEFAULTS, shlex.split(cfg["tokenizer_args"]))["compression"] == (2, 4, 4)
 
 
 def test_validation_batches_do_not_depend_on_the_seed(shards):
