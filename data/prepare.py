@@ -148,19 +148,25 @@ class ShardWriter:
         return meta
 
 
+def tokenizer_config(tokenizer_path, height, width, frames, device, tokenizer_args=""):
+    """The `python tokenizer.py` config that get_tokenizer trains with: the data's geometry and
+    the overrides in tokenizer_args (e.g. "--compression=(4,8,8)"), checked."""
+    base = dict(TRAIN_DEFAULTS, out_dir=os.path.dirname(tokenizer_path) or ".", height=height,
+                width=width, frames=frames, device=device)
+    try:
+        cfg = configure(base, shlex.split(tokenizer_args))
+        check_train_config(cfg)
+    except SystemExit as e:
+        raise SystemExit(f"error: in tokenizer_args={tokenizer_args!r}: "
+                         + str(e).removeprefix("error: ")) from None
+    return cfg
+
+
 def get_tokenizer(tokenizer_path, height, width, frames, device, tokenizer_args=""):
-    """The tokenizer at tokenizer_path, trained first if missing: `python tokenizer.py` with the
-    data's geometry and the overrides in tokenizer_args (e.g. "--compression=(4,8,8)")."""
+    """The tokenizer at tokenizer_path, trained first (tokenizer_config) if missing."""
     if not os.path.exists(tokenizer_path):
         print(f"no tokenizer at {tokenizer_path}: training one (python tokenizer.py {tokenizer_args})")
-        base = dict(TRAIN_DEFAULTS, out_dir=os.path.dirname(tokenizer_path) or ".", height=height,
-                    width=width, frames=frames, device=device)
-        try:
-            cfg = configure(base, shlex.split(tokenizer_args))
-            check_train_config(cfg)
-        except SystemExit as e:
-            raise SystemExit(f"error: in tokenizer_args={tokenizer_args!r}: "
-                             + str(e).removeprefix("error: ")) from None
+        cfg = tokenizer_config(tokenizer_path, height, width, frames, device, tokenizer_args)
         train_tokenizer(cfg, path=tokenizer_path)
     return load_tokenizer(tokenizer_path, device)
 

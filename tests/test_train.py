@@ -216,11 +216,12 @@ def test_presets_are_valid_configs_with_valid_models(preset):
     if preset == "shapes_tiny":  # the preset spells out the defaults
         assert cfg == train.DEFAULTS
     if preset == "shapes_tiny_t2":  # the defaults but for its files and the tokenizer's compression
-        import shlex
-        from tokenizer import TRAIN_DEFAULTS
+        from data.prepare import tokenizer_config
         changed = {k for k in cfg if cfg[k] != train.DEFAULTS[k]}
         assert changed == {"out_dir", "data_dir", "tokenizer_path", "tokenizer_args"}
-        assert configure(TRAIN_DEFAULTS, shlex.split(cfg["tokenizer_args"]))["compression"] == (2, 4, 4)
+        tok = tokenizer_config(cfg["tokenizer_path"], cfg["height"], cfg["width"], cfg["frames"], "cpu",
+                               cfg["tokenizer_args"])
+        assert tok["compression"] == (2, 4, 4)
 
 
 def test_validation_batches_do_not_depend_on_the_seed(shards):
