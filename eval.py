@@ -233,6 +233,33 @@ def single_object_outcomes(videos, prompts):
     return outcomes
 
 
+def consistency_breaks(videos, prompts):
+    """Where the consistency prompts' clips first change: {frame t: count} for the first frame
+    whose objects (colour and shape) differ from frame 0's, plus "no object" (frame 0 is empty)
+    and "never" (the check passes). Says whether shapes change between latent frames (at the
+    tokenizer's frame boundaries, 1 + k * s_t) or within one."""
+    breaks = Counter()
+    for video, prompt in zip(videos, prompts):
+        if prompt["category"] != "consistency":
+            continue
+        seen = [sorted((o["colour"], o["shape"]) for o in f) for f in detect_objects(video)]
+        breaks["no object" if not seen[0] else
+               next((t for t in range(1, len(seen)) if seen[t] != seen[0]), "never")] += 1
+    frames = sorted(k for k in breaks if isinstance(k, int))
+    return {k: breaks[k] for k in ("no object", *frames, "never") if k in breaks}
+
+
+def single_object_area(videos, prompts):
+    """Mean area in pixels of the largest object in frame 0 over the single_object prompts:
+    (generated, ground truth). Guidance grows objects (README, "Sampling")."""
+    got, truth = [], []
+    for video, prompt in zip(videos, prompts):
+        if prompt["category"] == "single_object":
+            got.append(next(iter(detect_objects(video[:1])[0]), {"area": 0})["area"])
+            truth.append(detect_objects(prompt["video"][:1])[0][0]["area"])
+    return float(np.mean(got)), float(np.mean(truth))
+
+
 def format_table(results):
     """A text table of {run name: score_all(...)}, one column per run, one row per category."""
     names = list(results)
@@ -402,9 +429,16 @@ def main(argv=None):
     print(format_table({name: scores}))
     outcomes = single_object_outcomes(clips, prompts)
     print("single_object outcomes: " + ", ".join(f"{k} {v}" for k, v in outcomes.items()))
+    area, true_area = single_object_area(clips, prompts)
+    print(f"single_object: the object covers {area:.0f} pixels on average (ground truth {true_area:.0f})")
+    breaks = consistency_breaks(clips, prompts)
+    print("consistency: first frame whose objects differ from frame 0's: "
+          + ", ".join(f"{k} {v}" if isinstance(k, str) else f"frame {k}: {v}" for k, v in breaks.items()))
     stem = os.path.join(cfg["out_dir"], f"shapesbench_h{cfg['history_ratio']}")
     with open(stem + ".json", "w") as f:
-        json.dump(dict(scores=scores, single_object_outcomes=outcomes, config=cfg, detector=DETECTOR,
+        json.dump(dict(scores=scores, single_object_outcomes=outcomes,
+                       single_object_area=dict(generated=area, ground_truth=true_area),
+                       consistency_breaks={str(k): v for k, v in breaks.items()}, config=cfg, detector=DETECTOR,
                        checkpoint=os.path.join(cfg["out_dir"], cfg["ckpt"]),
                        iter_num=ckpt["iter_num"]), f, indent=2)
     by_category = {}

@@ -4,8 +4,9 @@ import pytest
 from PIL import Image
 
 from data.shapes import BACKGROUND, CATEGORIES, PALETTE, benchmark_prompts, make_sample
-from eval import (_blurred, _palette_blobs, detect_objects, format_table, label_components, save_grid,
-                  score_all, score_video, single_object_outcomes)
+from eval import (_blurred, _palette_blobs, consistency_breaks, detect_objects, format_table,
+                  label_components, save_grid, score_all, score_video, single_object_area,
+                  single_object_outcomes)
 
 
 @pytest.fixture(scope="module")
@@ -185,3 +186,31 @@ def test_single_object_outcomes_say_what_went_wrong(prompts):
     square[:, 8:20, 8:20] = PALETTE[cases[3]["attrs"]["objects"][0]["colour"]]
     want_square = cases[3]["attrs"]["objects"][0]["shape"] == "square"
     assert single_object_outcomes([square], cases[3:])["wrong shape"] == (0 if want_square else 1)
+
+
+def test_consistency_breaks_name_the_first_changed_frame(prompts):
+    cases = [p for p in prompts if p["category"] == "consistency"][:3]
+    changed = cases[0]["video"].copy()
+    changed[5:] = BACKGROUND  # the objects vanish from frame 5 on
+    empty = np.full_like(cases[1]["video"], BACKGROUND)
+    videos = [changed, empty, cases[2]["video"]]
+    assert consistency_breaks(videos, cases) == {"no object": 1, 5: 1, "never": 1}
+    assert consistency_breaks(videos, cases)["never"] == sum(passes(v, p) for v, p in zip(videos, cases))
+
+
+def test_single_object_area_compares_with_the_ground_truth(prompts):
+    cases = [p for p in prompts if p["category"] == "single_object"][:3]
+    truth = [p["video"] for p in cases]
+    got, true = single_object_area(truth, cases)
+    assert got == true > 0
+    grown = []
+    for video, p in zip(truth, cases):  # every object 2 pixels wider on each side
+        video = video.copy()
+        inside = (video[0] != BACKGROUND).any(-1)
+        wider = inside.copy()
+        for d in (-2, -1, 1, 2):
+            wider |= np.roll(inside, d, 0) | np.roll(inside, d, 1)
+        video[0][wider] = PALETTE[p["attrs"]["objects"][0]["colour"]]
+        grown.append(video)
+    assert single_object_area(grown, cases)[0] > true
+    assert single_object_area([np.full_like(v, BACKGROUND) for v in truth], cases) == (0.0, true)
