@@ -249,6 +249,12 @@ def consistency_breaks(videos, prompts):
     return {k: breaks[k] for k in ("no object", *frames, "never") if k in breaks}
 
 
+def format_breaks(breaks):
+    """consistency_breaks as one line of text."""
+    return "first frame whose objects differ from frame 0's: " + ", ".join(
+        f"{k} {v}" if isinstance(k, str) else f"frame {k}: {v}" for k, v in breaks.items())
+
+
 def single_object_area(videos, prompts):
     """Mean area in pixels of the largest object in frame 0 over the single_object prompts:
     (generated, ground truth). Guidance grows objects (README, "Sampling")."""
@@ -413,6 +419,7 @@ def main(argv=None):
             prompts = benchmark_prompts(cfg["height"], cfg["width"], cfg["frames"], cfg["n_per_category"])
             for name, videos in tokenizer_runs(prompts, tok).items():
                 results[name] = score_all(videos, prompts)
+                print(f"{name}, consistency: " + format_breaks(consistency_breaks(videos, prompts)))
             print(format_table(results))
         return results
     model, ckpt = load_model(cfg["out_dir"], cfg["ckpt"], cfg["device"])
@@ -432,8 +439,7 @@ def main(argv=None):
     area, true_area = single_object_area(clips, prompts)
     print(f"single_object: the object covers {area:.0f} pixels on average (ground truth {true_area:.0f})")
     breaks = consistency_breaks(clips, prompts)
-    print("consistency: first frame whose objects differ from frame 0's: "
-          + ", ".join(f"{k} {v}" if isinstance(k, str) else f"frame {k}: {v}" for k, v in breaks.items()))
+    print("consistency: " + format_breaks(breaks))
     stem = os.path.join(cfg["out_dir"], f"shapesbench_h{cfg['history_ratio']}")
     with open(stem + ".json", "w") as f:
         json.dump(dict(scores=scores, single_object_outcomes=outcomes,
