@@ -207,7 +207,8 @@ def test_empty_data_folder_is_a_clear_error(tmp_path):
         train.main(["--dataset=folder", f"--data_dir={tmp_path}", f"--out_dir={tmp_path / 'out'}"])
 
 
-@pytest.mark.parametrize("preset", ["shapes_tiny", "shapes_tiny_t2", "shapes_gpu", "lumos_1b", "lumos_3b"])
+@pytest.mark.parametrize("preset", ["shapes_tiny", "shapes_tiny_t2", "shapes_tiny_long", "shapes_gpu",
+                                    "lumos_1b", "lumos_3b"])
 def test_presets_are_valid_configs_with_valid_models(preset):
     from configurator import configure
     from model import PRESETS, GPTConfig
@@ -222,6 +223,9 @@ def test_presets_are_valid_configs_with_valid_models(preset):
         tok = tokenizer_config(cfg["tokenizer_path"], cfg["height"], cfg["width"], cfg["frames"], "cpu",
                                cfg["tokenizer_args"])
         assert tok["compression"] == (2, 4, 4)
+    if preset == "shapes_tiny_long":  # the defaults but for its steps: the default job's data and tokenizer
+        changed = {k for k in cfg if cfg[k] != train.DEFAULTS[k]}
+        assert changed == {"out_dir", "max_iters", "eval_interval"} and cfg["max_iters"] == 6000
 
 
 def test_validation_batches_do_not_depend_on_the_seed(shards):
