@@ -257,7 +257,7 @@ def format_breaks(breaks):
 
 def single_object_area(videos, prompts):
     """Mean area in pixels of the largest object in frame 0 over the single_object prompts:
-    (generated, ground truth). Guidance grows objects (README, "Sampling")."""
+    (generated, ground truth). Guidance grows objects (README, "Guidance")."""
     got, truth = [], []
     for video, prompt in zip(videos, prompts):
         if prompt["category"] == "single_object":
@@ -444,8 +444,8 @@ def main(argv=None):
     with open(stem + ".json", "w") as f:
         json.dump(dict(scores=scores, single_object_outcomes=outcomes,
                        single_object_area=dict(generated=area, ground_truth=true_area),
-                       consistency_breaks={str(k): v for k, v in breaks.items()}, config=cfg, detector=DETECTOR,
-                       checkpoint=os.path.join(cfg["out_dir"], cfg["ckpt"]),
+                       consistency_breaks={str(k): v for k, v in breaks.items()},
+                       config=cfg, detector=DETECTOR, checkpoint=os.path.join(cfg["out_dir"], cfg["ckpt"]),
                        iter_num=ckpt["iter_num"]), f, indent=2)
     by_category = {}
     for i, p in enumerate(prompts):
