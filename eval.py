@@ -163,9 +163,14 @@ def _motion(frames, attrs):
     return all(_moves_as_asked(_track(frames, o["colour"]), o["motion"], attrs) for o in attrs["objects"])
 
 
+def _object_sets(frames):
+    """Each frame's objects as a sorted list of (colour, shape)."""
+    return [sorted((o["colour"], o["shape"]) for o in f) for f in frames]
+
+
 def _consistency(frames, attrs):
     """The same objects (colour and shape) in every frame, and at least one."""
-    seen = [sorted((o["colour"], o["shape"]) for o in f) for f in frames]
+    seen = _object_sets(frames)
     return bool(seen[0]) and all(s == seen[0] for s in seen)
 
 
@@ -242,7 +247,7 @@ def consistency_breaks(videos, prompts):
     for video, prompt in zip(videos, prompts):
         if prompt["category"] != "consistency":
             continue
-        seen = [sorted((o["colour"], o["shape"]) for o in f) for f in detect_objects(video)]
+        seen = _object_sets(detect_objects(video))
         breaks["no object" if not seen[0] else
                next((t for t in range(1, len(seen)) if seen[t] != seen[0]), "never")] += 1
     frames = sorted(k for k in breaks if isinstance(k, int))

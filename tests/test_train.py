@@ -214,17 +214,16 @@ def test_presets_are_valid_configs_with_valid_models(preset):
     from model import PRESETS, GPTConfig
     cfg = configure(train.DEFAULTS, [f"config/{preset}.py"])
     assert GPTConfig(**PRESETS[cfg["model_size"]]).head_dim % 32 == 0  # mmrope's blocks of 16
+    changed = {k for k in cfg if cfg[k] != train.DEFAULTS[k]}
     if preset == "shapes_tiny":  # the preset spells out the defaults
         assert cfg == train.DEFAULTS
     if preset == "shapes_tiny_t2":  # the defaults but for its files and the tokenizer's compression
         from data.prepare import tokenizer_config
-        changed = {k for k in cfg if cfg[k] != train.DEFAULTS[k]}
         assert changed == {"out_dir", "data_dir", "tokenizer_path", "tokenizer_args"}
         tok = tokenizer_config(cfg["tokenizer_path"], cfg["height"], cfg["width"], cfg["frames"], "cpu",
                                cfg["tokenizer_args"])
         assert tok["compression"] == (2, 4, 4)
     if preset == "shapes_tiny_long":  # the defaults but for its steps: the default job's data and tokenizer
-        changed = {k for k in cfg if cfg[k] != train.DEFAULTS[k]}
         assert changed == {"out_dir", "max_iters", "eval_interval"} and cfg["max_iters"] == 6000
 
 
