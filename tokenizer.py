@@ -173,7 +173,7 @@ class FSQ(nn.Module):
 
 @dataclass
 class TokenizerConfig:
-    levels: tuple = (8, 5, 5, 5)       # FSQ levels: 1000 codes (official Cosmos: (8,8,8,5,5,5))
+    levels: tuple = (5, 5, 5)          # FSQ levels: 125 codes (official Cosmos: (8,8,8,5,5,5))
     compression: tuple = (4, 4, 4)     # (s_t, s_h, s_w): MM-RoPE's scales (official: (4, 8, 8))
     channels: tuple = (48, 96)         # width per stage; each stage after the first halves h, w
     res_blocks: int = 1                # residual blocks per stage
@@ -430,7 +430,7 @@ def load_tokenizer(path, device="cpu"):
 TRAIN_DEFAULTS = dict(
     out_dir="out",                # writes {out_dir}/tokenizer.pt and tokenizer_recon.gif/.png
     height=32, width=32, frames=9,
-    levels=(8, 5, 5, 5), compression=(4, 4, 4), channels=(48, 96), res_blocks=1,
+    levels=(5, 5, 5), compression=(4, 4, 4), channels=(48, 96), res_blocks=1,  # 125 codes: README
     temporal_kernel=1, norm="none", encoder_kernel=1,
     n_videos=2000, n_images=2000,  # training pool, drawn once from the train split
     batch_size=8,                 # videos per step, plus as many images

@@ -39,7 +39,7 @@ def test_shapes_shards(tmp_path, tokenizer_path):
     meta = prepare_shapes(**opts, n_train_video=3, n_train_image=2, n_val_video=1, n_val_image=1)
     assert meta == load_meta(opts["out"])
     assert meta["latent_shape"] == {"video": [2, 4, 4], "image": [1, 4, 4]}
-    assert meta["codebook_size"] == 1000 and meta["dtype"] == "uint16"
+    assert meta["codebook_size"] == 125 and meta["dtype"] == "uint16"
     from tokenizer import load_tokenizer
     assert meta["tokenizer_fingerprint"] == load_tokenizer(tokenizer_path).fingerprint()  # which codes
     codes, records = load_shards(opts["out"], "train", "video")

@@ -217,14 +217,17 @@ def test_presets_are_valid_configs_with_valid_models(preset):
     changed = {k for k in cfg if cfg[k] != train.DEFAULTS[k]}
     if preset == "shapes_tiny":  # the preset spells out the defaults
         assert cfg == train.DEFAULTS
-    if preset == "shapes_tiny_t2":  # the defaults but for its files and the tokenizer's compression
+    if preset in ("shapes_tiny_t2", "shapes_tiny_long"):  # measured with 1000 codes: pinned
         from data.prepare import tokenizer_config
-        assert changed == {"out_dir", "data_dir", "tokenizer_path", "tokenizer_args"}
         tok = tokenizer_config(cfg["tokenizer_path"], cfg["height"], cfg["width"], cfg["frames"], "cpu",
                                cfg["tokenizer_args"])
+        assert tok["levels"] == (8, 5, 5, 5) and cfg["tokenizer_path"].startswith(cfg["out_dir"] + "/")
+    if preset == "shapes_tiny_t2":  # the defaults but for its files and its tokenizer's compression
+        assert changed == {"out_dir", "data_dir", "tokenizer_path", "tokenizer_args"}
         assert tok["compression"] == (2, 4, 4)
-    if preset == "shapes_tiny_long":  # the defaults but for its steps: the default job's data and tokenizer
-        assert changed == {"out_dir", "max_iters", "eval_interval"} and cfg["max_iters"] == 6000
+    if preset == "shapes_tiny_long":  # the defaults but for its steps, files and tokenizer's codes
+        assert changed == {"out_dir", "data_dir", "tokenizer_path", "tokenizer_args", "max_iters",
+                           "eval_interval"} and cfg["max_iters"] == 6000 and tok["compression"] == (4, 4, 4)
 
 
 def test_validation_batches_do_not_depend_on_the_seed(shards):
