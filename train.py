@@ -453,6 +453,11 @@ def main(argv=None):
             raise SystemExit(f"error: {ckpt_path} was trained with optimizer={trained_with!r}: resume "
                              f"it with --optimizer={trained_with} (under ablate.py: "
                              f"--train_args='--optimizer={trained_with}')")
+        trained_on = ckpt.get("meta", {}).get("tokenizer_fingerprint")
+        if trained_on and meta.get("tokenizer_fingerprint") not in (None, trained_on):
+            raise SystemExit(f"error: {ckpt_path} was trained on the codes of another tokenizer than "
+                             f"{cfg['data_dir']}'s: resume it with the data it was trained on "
+                             f"(--data_dir={ckpt['config']['data_dir']})")
         iter_num, best_val = ckpt["iter_num"], ckpt["best_val_loss"]
     elif cfg["init_from"] == "scratch":
         gpt_cfg = model_config(cfg, meta)

@@ -266,3 +266,18 @@ def test_resume_with_another_text_loss_setting_is_a_clear_error(shards, tmp_path
         train.main(args(shards, tmp_path, max_iters=3, init_from="resume"))
     train.main(args(shards, tmp_path, max_iters=3, init_from="resume", text_loss=0.0))
     assert sorted(train_losses(tmp_path)) == [1, 2, 3]
+
+
+def test_resume_on_another_tokenizers_codes_is_a_clear_error(shards, tmp_path):
+    """A checkpoint continues only on codes of the tokenizer it was trained on: the same shards
+    re-encoded by another tokenizer (here, their meta says so) are refused, not trained on."""
+    train.main(args(shards, tmp_path / "run", max_iters=2))
+    other = tmp_path / "other"
+    shutil.copytree(shards / "shards", other)
+    meta = json.loads((other / "meta.json").read_text())
+    meta["tokenizer_fingerprint"] = "0" * len(meta["tokenizer_fingerprint"])
+    (other / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(SystemExit, match="another tokenizer.*--data_dir="):
+        train.main(args(shards, tmp_path / "run", max_iters=3, init_from="resume", data_dir=str(other)))
+    train.main(args(shards, tmp_path / "run", max_iters=3, init_from="resume"))
+    assert sorted(train_losses(tmp_path / "run")) == [1, 2, 3]
