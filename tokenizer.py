@@ -430,8 +430,7 @@ def load_tokenizer(path, device="cpu"):
 TRAIN_DEFAULTS = dict(
     out_dir="out",                # writes {out_dir}/tokenizer.pt and tokenizer_recon.gif/.png
     height=32, width=32, frames=9,
-    levels=(5, 5, 5), compression=(4, 4, 4), channels=(48, 96), res_blocks=1,  # 125 codes: README
-    temporal_kernel=1, norm="none", encoder_kernel=1,
+    **asdict(TokenizerConfig()),  # the architecture: levels, compression, channels, ... (above)
     n_videos=2000, n_images=2000,  # training pool, drawn once from the train split
     batch_size=8,                 # videos per step, plus as many images
     optimizer="muon",             # 'muon': Muon for the convolutions, Adam for biases and norms | 'adam'
