@@ -380,7 +380,8 @@ def generate_for(prompts, model, tok, meta, train_cfg, cfg):
         for start in range(0, len(idx), cfg["batch_size"]):
             chunk = idx[start:start + cfg["batch_size"]]
             ids = [encode_text(format_prompt(prompts[i]["caption"], meta["width"], meta["height"],
-                                             frames, meta["fps"], train_cfg["prompt_template"]))
+                                             frames, meta["fps"], train_cfg["prompt_template"]),
+                               meta.get("words", []))
                    for i in chunk]
             first = tok.encode(np.stack([prompts[i]["video"][:1] for i in chunk]))[:, 0] if i2v else None
             codes = generate(model, ids, 1 + (frames - 1) // s_t, h, w, train_cfg["text_len"],

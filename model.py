@@ -29,7 +29,7 @@ class GPTConfig:
     n_embd: int = 128
     ffn_hidden: int = 384        # SwiGLU hidden width
     n_visual: int = 1000         # visual codebook size: the only logits ever used
-    visual_offset: int = 260     # token id of visual code 0 (tokenizer.VISUAL_OFFSET)
+    visual_offset: int = 516     # token id of visual code 0 (tokenizer.VISUAL_OFFSET)
     rope_kind: str = "mmrope"    # '1d' | 'mrope' | 'mmrope'
     rope_scales: tuple = (4, 4, 4)  # (s_t, s_h, s_w); (1, 1, 1) turns MM-RoPE's scaling off
     rope_base: float = 10000.0
@@ -40,7 +40,7 @@ class GPTConfig:
                                  # chunk's fp32 logits within 256 MB (1024 at 64000 codes)
     grad_checkpoint: bool = False  # recompute each block in backward: activations of one block
     norm_eps: float = 1e-5
-    text_head: bool = False      # ours: a next-byte head on the prompt, for train.py's text_loss
+    text_head: bool = False      # ours: a next-token head on the prompt, for train.py's text_loss
 
     @classmethod
     def from_dict(cls, d):
@@ -283,7 +283,7 @@ class GPT(nn.Module):
         # untied head over the visual codes only: the method predicts no text (the optional text
         # loss has its own head, below)
         self.head = nn.Linear(cfg.n_embd, cfg.n_visual, bias=False)
-        # optional next-byte head over the text and special ids (train.py's text_loss; not the paper's)
+        # optional next-token head over the text and special ids (train.py's text_loss; not the paper's)
         self.text_head = nn.Linear(cfg.n_embd, cfg.visual_offset, bias=False) if cfg.text_head else None
         self._compiled_body = None  # set by compile_body
         self.apply(self._init_weights)

@@ -258,7 +258,7 @@ def compile_for_sampling(model):
 
 def main(argv=None):
     from configurator import configure, print_config
-    from tokenizer import encode_text, format_prompt
+    from tokenizer import encode_text, format_prompt, unknown_words
     cfg = configure(dict(
         out_dir="out", ckpt="ckpt.pt", prompt="a red circle moves right", prompt_file="",
         image="", frames=0, num_samples=1, seed=0, steps=STEPS, cfg=CFG_SCALE, temperature=TEMPERATURE,
@@ -294,7 +294,12 @@ def main(argv=None):
     for prompt in prompts:
         text = format_prompt(prompt, meta["width"], meta["height"], frames, meta["fps"],
                              train_cfg["prompt_template"])
-        ids = encode_text(text)
+        words = meta.get("words", [])
+        ids = encode_text(text, words)
+        unknown = unknown_words(text, words)
+        if words and unknown:  # a words model saw bytes only for its captions' rare words
+            print(f"note: {', '.join(map(repr, unknown))} not among the {len(words)} words this model "
+                  f"was trained on; spelled in bytes, which it rarely saw")
         if len(ids) > train_cfg["text_len"]:
             raise SystemExit(f"error: the prompt is {len(ids)} tokens, over the model's text budget "
                              f"of {train_cfg['text_len']}: shorten it")

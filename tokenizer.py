@@ -2,7 +2,8 @@
 Tokenizers: how text and video become one token sequence (Lumos-1, sec. 3.1).
 
 Two halves:
-- the text and sequence layout: byte-level text, special tokens, visual codes, and the
+- the text and sequence layout: text tokens (whole words learned from the training captions,
+  and UTF-8 bytes for the rest), special tokens, visual codes, and the
   per-token frame/row/column ids that MM-RoPE (rope.py) and the frame-causal mask (masking.py)
   read;
 - the video tokenizer: a causal 3D convolutional autoencoder with FSQ, our stand-in for the
@@ -12,6 +13,7 @@ Two halves:
 import hashlib
 import math
 import os
+import re
 import time
 from dataclasses import asdict, dataclass
 
@@ -24,13 +26,20 @@ from einops import rearrange
 from optim import Combined, Muon
 
 # -----------------------------------------------------------------------------
-# Vocabulary: [ UTF-8 bytes | specials | visual codes ], defined here and nowhere else.
+# Vocabulary: [ UTF-8 bytes | words | specials | visual codes ], defined here and nowhere else.
 # The LM's output head covers only the visual codes (sec. 3.1); train.py's optional text_loss
-# adds a separate next-byte head over the text and special ids (model.py).
+# adds a separate next-token head over the text and special ids (model.py).
+#
+# Text: the paper's LLM reads prompts in its own subword tokens, so "red" is one token. Our
+# stand-in learns its words from the training captions (learn_words, run by train.py like a BPE
+# fit, stored in the checkpoint): each known word is one token, anything else is spelled in
+# bytes. With no words (train.py --text_vocab=bytes) the text is plain UTF-8 bytes.
 
-N_TEXT = 256                                  # byte-level text: no learned text tokenizer needed
-PAD, BOS, EOT, MASK = 256, 257, 258, 259      # MASK is the AR-DF mask token (sec. 3.3)
-VISUAL_OFFSET = 260                           # visual code c is token VISUAL_OFFSET + c
+N_BYTES = 256
+MAX_WORDS = 256                               # word ids N_BYTES .. N_BYTES + MAX_WORDS - 1
+N_TEXT = N_BYTES + MAX_WORDS
+PAD, BOS, EOT, MASK = 512, 513, 514, 515      # MASK is the AR-DF mask token (sec. 3.3)
+VISUAL_OFFSET = 516                           # visual code c is token VISUAL_OFFSET + c
 
 # frame ids read by masking.py: visual tokens of frame f have f >= 0
 TEXT_FRAME = -1   # text and special tokens
@@ -58,14 +67,45 @@ def format_prompt(caption, width, height, frames, fps, template="short"):
                                       caption=caption)
 
 
-def encode_text(text):
-    """BOS + UTF-8 bytes + EOT, as a list of token ids."""
-    return [BOS] + list(text.encode("utf-8")) + [EOT]
+def text_pieces(text):
+    """The units words are made of: each run of non-space characters with the spaces before it
+    (" red"), so that pieces joined give the text back."""
+    return re.findall(r"\s*\S+|\s+", text)
 
 
-def decode_text(ids):
+def learn_words(texts, max_words=MAX_WORDS, min_count=2):
+    """The text vocabulary: the pieces seen at least min_count times in `texts`, most frequent
+    first (ties in string order), at most max_words of them."""
+    counts = {}
+    for text in texts:
+        for piece in text_pieces(text):
+            counts[piece] = counts.get(piece, 0) + 1
+    ranked = sorted((p for p, n in counts.items() if n >= min_count), key=lambda p: (-counts[p], p))
+    return tuple(ranked[:max_words])
+
+
+def encode_text(text, words=()):
+    """BOS + text tokens + EOT, as a list of token ids: a piece found in `words` (learn_words) is
+    one token, N_BYTES + its index; any other piece is its UTF-8 bytes."""
+    if len(words) > MAX_WORDS:
+        raise ValueError(f"{len(words)} words, more than the vocabulary's {MAX_WORDS} word ids")
+    index = {w: N_BYTES + i for i, w in enumerate(words)}
+    ids = [BOS]
+    for piece in text_pieces(text):
+        ids += [index[piece]] if piece in index else list(piece.encode("utf-8"))
+    return ids + [EOT]
+
+
+def unknown_words(text, words):
+    """The pieces of `text` that encode_text(text, words) spells in bytes."""
+    return [p.strip() or p for p in text_pieces(text) if p not in set(words)]
+
+
+def decode_text(ids, words=()):
     """Inverse of encode_text (specials and padding dropped)."""
-    return bytes(i for i in ids if i < N_TEXT).decode("utf-8", errors="replace")
+    out = b"".join(bytes([i]) if i < N_BYTES else words[i - N_BYTES].encode("utf-8")
+                   for i in ids if i < N_TEXT)
+    return out.decode("utf-8", errors="replace")
 
 
 def layout(text_ids, num_frames, h, w, text_len):

@@ -27,7 +27,8 @@ from masking import training_mask
 from model import GPT, PRESETS, GPTConfig, device_peak_flops, prompt_pairs
 from optim import Combined, Muon
 from sample import CFG_SCALE, STEPS
-from tokenizer import MASK, PAD_FRAME, build_sequence, collate, encode_text, format_prompt
+from tokenizer import (MASK, PAD_FRAME, VISUAL_OFFSET, build_sequence, collate, encode_text, format_prompt,
+                       learn_words)
 
 # -----------------------------------------------------------------------------
 # default config: the tiny preset, end to end on a laptop CPU
@@ -47,6 +48,8 @@ fps = 8
 image_ratio = 0.25             # fraction of micro-batches that are images (1-frame videos)
 text_len = 88                  # text budget in tokens (left-padded); longer prompts are an error
 prompt_template = "short"      # 'short' | 'official' (tokenizer.TEMPLATES)
+text_vocab = "words"           # 'words': the training captions' words are tokens, the rest bytes
+                               # (tokenizer.learn_words) | 'bytes': UTF-8 bytes only
 # model
 model_size = "tiny"            # model.PRESETS
 n_layer = 0                    # 0: take the preset's value
@@ -142,7 +145,9 @@ class Batches:
     (seed, split, rank, step, micro-step): exact resume needs only the step number.
     """
 
-    def __init__(self, cfg, split, rank):
+    def __init__(self, cfg, split, rank, words=None):
+        """words: the text vocabulary (tokenizer.learn_words); None learns it from this split's
+        captions if cfg['text_vocab'] is 'words' (the train split: validation takes train's)."""
         from data.prepare import load_meta, load_shards
         self.cfg, self.split, self.rank = cfg, split, rank
         try:
@@ -166,19 +171,27 @@ class Batches:
             except ValueError as e:  # damaged shards
                 raise SystemExit(f"error: {e}")
             if len(records):
-                self.kinds[kind] = (codes, [self.prompt_ids(r["caption"], codes.shape[1]) for r in records])
+                self.kinds[kind] = (codes, [self.prompt_text(r["caption"], codes.shape[1]) for r in records])
+        if words is None:
+            words = () if cfg["text_vocab"] == "bytes" else learn_words(
+                t for _, texts in self.kinds.values() for t in texts)
+        self.words = tuple(words)
+        self.kinds = {kind: (codes, [self.prompt_ids(t) for t in texts])
+                      for kind, (codes, texts) in self.kinds.items()}
         if not self.kinds:
             raise SystemExit(f"error: no {split} clips in {cfg['data_dir']}: run python data/prepare.py "
                              f"(for a folder of your own, with enough files that val_fraction leaves "
                              f"some in each split)")
 
-    def prompt_ids(self, caption, latent_frames):
+    def prompt_text(self, caption, latent_frames):
         m, st = self.meta, self.meta["compression"][0]
         frames = 1 + (latent_frames - 1) * st  # pixel frames
-        ids = encode_text(format_prompt(caption, m["width"], m["height"], frames, m["fps"],
-                                        self.cfg["prompt_template"]))
+        return format_prompt(caption, m["width"], m["height"], frames, m["fps"], self.cfg["prompt_template"])
+
+    def prompt_ids(self, text):
+        ids = encode_text(text, self.words)
         if len(ids) > self.cfg["text_len"]:
-            raise SystemExit(f"error: the prompt {caption!r} is {len(ids)} tokens, over the text "
+            raise SystemExit(f"error: the prompt {text!r} is {len(ids)} tokens, over the text "
                              f"budget text_len={self.cfg['text_len']}: raise --text_len")
         return ids
 
@@ -305,6 +318,10 @@ def load_checkpoint(path, device="cpu"):
 def model_from_checkpoint(ckpt, path, **overrides):
     """The GPT stored in a loaded checkpoint (run-time settings such as attn_impl in overrides),
     or one clear error: another version's model, or weights that do not fit it."""
+    if ckpt.get("model_args", {}).get("visual_offset", VISUAL_OFFSET) != VISUAL_OFFSET:
+        raise SystemExit(f"error: {path} comes from an older nanolumos whose vocabulary had its visual "
+                         f"codes at token {ckpt['model_args']['visual_offset']} (now {VISUAL_OFFSET}): "
+                         f"retrain it with this version, or sample it with the version that made it")
     try:
         model = GPT(GPTConfig.from_dict({**ckpt["model_args"], **overrides}))
         model.load_state_dict(ckpt["model"])
@@ -367,7 +384,7 @@ def write_samples(raw_model, tok, cfg, meta, device):
         is_image = "moves" not in prompt and "still" not in prompt
         F, T = (1, 1) if is_image else (latent_frames, frames)
         ids = encode_text(format_prompt(prompt, meta["width"], meta["height"], T, meta["fps"],
-                                        cfg["prompt_template"]))
+                                        cfg["prompt_template"]), meta["words"])
         codes = generate(raw_model, [ids], F, h, w, cfg["text_len"], steps=cfg["sample_steps"],
                          cfg_scale=cfg["sample_cfg"], seed=cfg["seed"], progress=False)
         video = tok.decode(codes[0])
@@ -388,6 +405,8 @@ def check_config(cfg):
         (("image_ratio", "mask_floor", "text_drop"), FRACTION),
         (("beta1", "beta2"), (lambda x: 0 <= x < 1, "0 or more and below 1")),
         (("learning_rate",), POSITIVE)])
+    if cfg["text_vocab"] not in ("words", "bytes"):
+        raise SystemExit(f"error: text_vocab must be 'words' or 'bytes', got {cfg['text_vocab']!r}")
     if cfg["optimizer"] not in ("adamw", "muon"):
         raise SystemExit(f"error: optimizer must be 'adamw' or 'muon', got {cfg['optimizer']!r}")
     if cfg["dtype"] not in ("float32", "bfloat16"):  # float16 would need loss scaling, which is not here
@@ -429,8 +448,9 @@ def main(argv=None):
     if cfg["attn_impl"] == "flex" and device_type == "cpu":
         raise SystemExit("error: attn_impl='flex' trains on CUDA only (FlexAttention has no CPU "
                          "backward); use --attn_impl=sdpa on CPU")
-    train_data, val_data = Batches(cfg, "train", rank), Batches(cfg, "val", 0)
-    meta = train_data.meta
+    train_data = Batches(cfg, "train", rank)
+    val_data = Batches(cfg, "val", 0, words=train_data.words)
+    meta = dict(train_data.meta, words=list(train_data.words))  # the checkpoint's text vocabulary
     tok = None
     if master and cfg["sample_prompts"]:  # the samples at the end need the data's tokenizer: load it now
         from sample import load_codes_tokenizer
@@ -453,6 +473,10 @@ def main(argv=None):
             raise SystemExit(f"error: {ckpt_path} was trained with optimizer={trained_with!r}: resume "
                              f"it with --optimizer={trained_with} (under ablate.py: "
                              f"--train_args='--optimizer={trained_with}')")
+        if ckpt["meta"].get("words", []) != meta["words"]:
+            raise SystemExit(f"error: {ckpt_path} was trained with another text vocabulary than "
+                             f"{cfg['data_dir']}'s captions and --text_vocab={cfg['text_vocab']} give: "
+                             f"resume it with the data and --text_vocab it was trained with")
         trained_on = ckpt.get("meta", {}).get("tokenizer_fingerprint")
         if trained_on and meta.get("tokenizer_fingerprint") not in (None, trained_on):
             raise SystemExit(f"error: {ckpt_path} was trained on the codes of another tokenizer than "

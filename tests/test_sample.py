@@ -219,7 +219,7 @@ def test_cli_bad_input(trained_run, tmp_path):
     with pytest.raises(SystemExit, match="is 20x10 but the model generates 32x32"):
         sample.main([f"--out_dir={trained_run}", f"--image={tmp_path / 'small.png'}"])
     with pytest.raises(SystemExit, match="over the model's text budget"):
-        sample.main([f"--out_dir={trained_run}", "--prompt=" + "a red circle " * 20])
+        sample.main([f"--out_dir={trained_run}", "--prompt=" + "a red circle " * 40])
     with pytest.raises(SystemExit, match="unknown config key 'promt'"):
         sample.main([f"--out_dir={trained_run}", "--promt=x"])
     with pytest.raises(SystemExit, match="frames must be 1 \\+ k\\*4"):

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from tokenizer import (BOS, EOT, MASK, PAD, PAD_FRAME, TEXT_FRAME, VISUAL_OFFSET, FSQ,
+from tokenizer import (BOS, EOT, MASK, N_BYTES, N_TEXT, PAD, PAD_FRAME, TEXT_FRAME, VISUAL_OFFSET, FSQ,
                        TokenizerConfig, VideoTokenizer, build_sequence, decode_text, encode_text,
-                       layout, load_tokenizer, save_tokenizer, visual_codes)
+                       layout, learn_words, load_tokenizer, save_tokenizer, unknown_words, visual_codes)
 
 
 # --- text and sequence layout -------------------------------------------------------------------
@@ -16,6 +16,27 @@ def test_text_round_trip():
     ids = encode_text(text)
     assert ids[0] == BOS and ids[-1] == EOT
     assert decode_text(ids) == text
+
+
+def test_learned_words_are_single_tokens_and_the_rest_is_spelled_in_bytes():
+    captions = ["32x32 9f 8fps: a red circle moves left", "32x32 9f 8fps: a blue circle moves up",
+                "32x32 1f 8fps: a red square"]
+    words = learn_words(captions)
+    # pieces seen twice or more, most frequent first, each with the spaces before it
+    assert words[:3] == (" 8fps:", " a", "32x32") and " red" in words and " blue" not in words
+    assert learn_words(captions, max_words=2) == words[:2]
+    text = "32x32 9f 8fps: a red triangle moves  left"  # an unseen word and a double space
+    ids = encode_text(text, words)
+    assert decode_text(ids, words) == text
+    assert ids[1:4] == [N_BYTES + words.index(w) for w in ("32x32", " 9f", " 8fps:")]
+    assert all(i < N_TEXT for i in ids[1:-1])
+    assert list(" triangle".encode()) == ids[6:15]  # unknown: its bytes, its space included
+    assert unknown_words(text, words) == ["triangle", "left"]
+    assert len(ids) == 2 + 6 + len(" triangle") + len("  left")  # BOS, EOT, 6 words
+    assert encode_text(text) == [BOS] + list(text.encode()) + [EOT]  # no words: plain bytes
+    assert PAD == N_TEXT and VISUAL_OFFSET == N_TEXT + 4  # words sit between bytes and specials
+    with pytest.raises(ValueError, match="word ids"):
+        encode_text("a", tuple(str(i) for i in range(N_TEXT)))
 
 
 def test_build_sequence_round_trip_and_ids():

@@ -9,6 +9,7 @@ import torch
 import torch.multiprocessing as mp
 
 import train
+from tokenizer import N_BYTES
 from conftest import train_args
 
 
@@ -184,6 +185,12 @@ def test_missing_and_corrupt_checkpoints_are_clear_errors(shards, tmp_path):
     with pytest.raises(SystemExit, match="exists: continue that run with --init_from=resume"):
         train.main(args(shards, tmp_path))  # a new run never overwrites an old one's checkpoint
     assert (tmp_path / "ckpt.pt").read_bytes() == b"not a checkpoint"
+    train.main(args(shards, tmp_path / "old", max_iters=2))
+    ckpt = torch.load(tmp_path / "old" / "ckpt.pt", weights_only=True)
+    ckpt["model_args"]["visual_offset"] = 260  # a checkpoint of the byte-only vocabulary of before
+    torch.save(ckpt, tmp_path / "old" / "ckpt.pt")
+    with pytest.raises(SystemExit, match="older nanolumos.*visual codes at token 260"):
+        train.main(args(shards, tmp_path / "old", max_iters=3, init_from="resume"))
 
 
 def test_data_of_another_geometry_and_a_bad_dtype_are_clear_errors(shards, tmp_path):
@@ -266,6 +273,28 @@ def test_resume_with_another_text_loss_setting_is_a_clear_error(shards, tmp_path
         train.main(args(shards, tmp_path, max_iters=3, init_from="resume"))
     train.main(args(shards, tmp_path, max_iters=3, init_from="resume", text_loss=0.0))
     assert sorted(train_losses(tmp_path)) == [1, 2, 3]
+
+
+def test_the_text_vocabulary_is_learned_from_training_captions_and_kept_in_the_checkpoint(shards, tmp_path):
+    """text_vocab='words': the train split's frequent words become tokens, validation reads its
+    prompts with the same words, the checkpoint keeps them for sampling, and a resume on another
+    vocabulary is refused; text_vocab='bytes' is the plain byte-level prompt."""
+    cfg = train.configure(train.DEFAULTS, args(shards, tmp_path))
+    tr = train.Batches(cfg, "train", 0)
+    val = train.Batches(cfg, "val", 0, words=tr.words)
+    assert " red" in tr.words and " circle" in tr.words
+    by_bytes = train.Batches(dict(cfg, text_vocab="bytes"), "train", 0)
+    assert by_bytes.words == ()
+    for kind in tr.kinds:  # the same captions in fewer tokens
+        assert sum(map(len, tr.kinds[kind][1])) < 0.6 * sum(map(len, by_bytes.kinds[kind][1]))
+        assert max(i for ids in val.kinds[kind][1] for i in ids[1:-1]) >= N_BYTES
+    train.main(args(shards, tmp_path, max_iters=2))
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert ckpt["meta"]["words"] == list(tr.words)
+    with pytest.raises(SystemExit, match="another text vocabulary.*--text_vocab"):
+        train.main(args(shards, tmp_path, max_iters=3, init_from="resume", text_vocab="bytes"))
+    with pytest.raises(SystemExit, match="text_vocab must be"):
+        train.main(args(shards, tmp_path / "x", text_vocab="bpe"))
 
 
 def test_resume_on_another_tokenizers_codes_is_a_clear_error(shards, tmp_path):
