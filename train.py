@@ -66,8 +66,8 @@ loss_chunk = 0                 # rows per chunk of the masked-row loss; 0: autom
 mask_kind = "tube"             # 'tube' | 'random' | 'diffusion_forcing'
 mask_floor = 0.7               # rho = max(cos(pi u / 2), mask_floor)
 text_drop = 0.1                # drop the text of this fraction of samples (classifier-free guidance)
-text_loss = 1.0                # ours: weight of a next-byte loss on the prompt; 0 = the paper (no
-                               # text loss). Byte-level prompts must be learned from scratch (README)
+text_loss = 0.0                # ours: weight of a next-token loss on the prompt; 0 = the paper (no
+                               # text loss). It helps byte-level prompts (text_vocab='bytes'; README)
 # optimisation
 batch_size = 16                # per micro-batch and rank
 gradient_accumulation_steps = 1

@@ -9,7 +9,7 @@ data_dir = "data/shards/mine"
 tokenizer_path = "out_3b/tokenizer.pt"
 prompt_template = "official"
 text_len = 256
-text_loss = 0.0                # the paper: no text loss (try 1.0 with byte-level prompts, README)
+text_loss = 0.0                # the paper: no text loss (1.0 helps --text_vocab=bytes; README)
 optimizer = "adamw"             # the paper (the shapes presets use Muon, README)
 model_size = "3b"
 batch_size = 4

@@ -18,4 +18,6 @@ min_lr = 6e-5
 warmup_iters = 200
 eval_interval = 500
 compile = True
+text_len = 32                  # compiled graphs pad every prompt to this; shapes prompts are at most
+                               # 16 tokens of learned words (88 is the eager default's room for bytes)
 attn_impl = "flex"

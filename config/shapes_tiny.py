@@ -6,7 +6,8 @@ data_dir = "data/shards/shapes"
 tokenizer_path = "out/tokenizer.pt"
 height, width, frames, fps = 32, 32, 9, 8
 model_size = "tiny"
-text_loss = 1.0                # next-byte loss on the prompt (0 = the paper): see README
+text_vocab = "words"           # the training captions' words are single tokens (README)
+text_loss = 0.0                # no loss on the prompt (the paper); 1.0 helps byte-level prompts
 optimizer = "muon"             # Muon for the blocks' matrices, AdamW for the rest (the paper: AdamW; README)
 batch_size = 16
 max_iters = 2000

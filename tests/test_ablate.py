@@ -111,18 +111,18 @@ def test_a_run_trained_with_other_settings_is_not_reused(shards, tmp_path):
     record = json.loads(done.read_text())
     assert record["train_config"]["learning_rate"] == train.DEFAULTS["learning_rate"]
     assert record["train_config"]["n_layer"] == 2  # from --train_args
-    record["train_config"]["text_loss"] = 0.0  # as if trained without the text loss
+    record["train_config"]["text_loss"] = 1.0  # as if trained with the text loss
     done.write_text(json.dumps(record))
-    with pytest.raises(SystemExit, match="trained with text_loss=0.0; .*--train_args='--text_loss=0.0'"):
+    with pytest.raises(SystemExit, match="trained with text_loss=1.0; .*--train_args='--text_loss=1.0'"):
         ablate.main(args)
 
     def plus(extra):  # more train.py settings in --train_args
         return [a + extra if a.startswith("--train_args=") else a for a in args]
 
-    assert ablate.main(plus(" --text_loss=0.0"))  # reused: the settings match once resolved
+    assert ablate.main(plus(" --text_loss=1.0"))  # reused: the settings match once resolved
     record["train_config"].update(device="cuda", dtype="bfloat16", compile=True)  # ran on a GPU
     done.write_text(json.dumps(record))
-    assert ablate.main(plus(" --text_loss=0.0"))  # reused on the CPU: where it ran is not what it learned
+    assert ablate.main(plus(" --text_loss=1.0"))  # reused on the CPU: where it ran is not what it learned
     # a done.json of the fifth session: no train_config, the optimizer kept, learning rate 5e-3
     record = {k: v for k, v in record.items() if k != "train_config"}
     done.write_text(json.dumps(dict(record, optimizer="muon")))

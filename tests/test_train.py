@@ -224,17 +224,18 @@ def test_presets_are_valid_configs_with_valid_models(preset):
     changed = {k for k in cfg if cfg[k] != train.DEFAULTS[k]}
     if preset == "shapes_tiny":  # the preset spells out the defaults
         assert cfg == train.DEFAULTS
-    if preset in ("shapes_tiny_t2", "shapes_tiny_long"):  # measured with 1000 codes: pinned
+    if preset in ("shapes_tiny_t2", "shapes_tiny_long"):  # measured with 1000 codes and bytes: pinned
+        assert cfg["text_vocab"] == "bytes" and cfg["text_loss"] == 1.0
         from data.prepare import tokenizer_config
         tok = tokenizer_config(cfg["tokenizer_path"], cfg["height"], cfg["width"], cfg["frames"], "cpu",
                                cfg["tokenizer_args"])
         assert tok["levels"] == (8, 5, 5, 5) and cfg["tokenizer_path"].startswith(cfg["out_dir"] + "/")
     if preset == "shapes_tiny_t2":  # the defaults but for its files and its tokenizer's compression
-        assert changed == {"out_dir", "data_dir", "tokenizer_path", "tokenizer_args"}
+        assert changed == {"out_dir", "data_dir", "tokenizer_path", "tokenizer_args", "text_vocab", "text_loss"}
         assert tok["compression"] == (2, 4, 4)
     if preset == "shapes_tiny_long":  # the defaults but for its steps, files and tokenizer's codes
         assert changed == {"out_dir", "data_dir", "tokenizer_path", "tokenizer_args", "max_iters",
-                           "eval_interval"} and cfg["max_iters"] == 6000 and tok["compression"] == (4, 4, 4)
+                           "eval_interval", "text_vocab", "text_loss"} and cfg["max_iters"] == 6000 and tok["compression"] == (4, 4, 4)
 
 
 def test_validation_batches_do_not_depend_on_the_seed(shards):
@@ -266,12 +267,12 @@ def test_validation_without_the_prompt_keeps_clips_and_masks(shards):
 
 
 def test_resume_with_another_text_loss_setting_is_a_clear_error(shards, tmp_path):
-    """A run trained without the text loss (the paper's recipe, or a checkpoint from before the
-    option) cannot silently resume into one with it: the error names the setting to use."""
-    train.main(args(shards, tmp_path, max_iters=2, text_loss=0.0))
-    with pytest.raises(SystemExit, match="without the text loss: resume it with --text_loss=0.0"):
+    """A run trained with the text loss cannot silently resume into one without it (the default,
+    the paper's recipe), nor the other way: the error names the setting to use."""
+    train.main(args(shards, tmp_path, max_iters=2, text_loss=1.0))
+    with pytest.raises(SystemExit, match="with the text loss: resume it with --text_loss=1.0"):
         train.main(args(shards, tmp_path, max_iters=3, init_from="resume"))
-    train.main(args(shards, tmp_path, max_iters=3, init_from="resume", text_loss=0.0))
+    train.main(args(shards, tmp_path, max_iters=3, init_from="resume", text_loss=1.0))
     assert sorted(train_losses(tmp_path)) == [1, 2, 3]
 
 
