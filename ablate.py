@@ -72,8 +72,10 @@ def train_arm(cfg, arm, overrides, seed):
 
 # Older done.json files kept less than the whole train.py config: a key they lack had the default
 # of their date. AdamW until 2026-11-30 ("optimizer" kept since), learning rate 5e-3 to 5e-4
-# until that day's sixth session.
-OLD_RECIPE = dict(optimizer="adamw", learning_rate=5e-3, min_lr=5e-4)
+# until that day's sixth session, the text loss on until 2026-12-01.
+OLD_RECIPE = dict(optimizer="adamw", learning_rate=5e-3, min_lr=5e-4, text_loss=1.0)
+# Settings train.py gained later, at the value every run before them had: byte-level prompts.
+ADDED_SINCE = dict(text_vocab="bytes")
 # Settings that say where and how fast a run went, not what it learned: a run trained on a GPU is
 # reused by the same command on a CPU.
 WHERE_IT_RAN = ("device", "dtype", "compile", "attn_impl", "grad_checkpoint", "loss_chunk",
@@ -90,9 +92,9 @@ def check_reusable(out, before, cfg):
     the settings this command would train it with (compared resolved, not as typed). A setting
     added to train.py since counts at its default."""
     if "train_config" in before:
-        was = dict(train.DEFAULTS, **before["train_config"])
+        was = {**train.DEFAULTS, **ADDED_SINCE, **before["train_config"]}
     else:
-        then = dict(train.DEFAULTS, **{k: before.get(k, v) for k, v in OLD_RECIPE.items()})
+        then = {**train.DEFAULTS, **ADDED_SINCE, **{k: before.get(k, v) for k, v in OLD_RECIPE.items()}}
         was = configure(then, before.get("train_args", "").split())
     as_json = lambda d: json.loads(json.dumps(d))  # tuples read back from JSON as lists
     was = as_json(dict(was, max_iters=before["max_iters"], eval_interval=before["eval_interval"]))

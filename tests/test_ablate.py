@@ -123,16 +123,24 @@ def test_a_run_trained_with_other_settings_is_not_reused(shards, tmp_path):
     record["train_config"].update(device="cuda", dtype="bfloat16", compile=True)  # ran on a GPU
     done.write_text(json.dumps(record))
     assert ablate.main(plus(" --text_loss=1.0"))  # reused on the CPU: where it ran is not what it learned
+    # a train_config from before learned words: it read byte-level prompts
+    del record["train_config"]["text_vocab"]
+    done.write_text(json.dumps(record))
+    with pytest.raises(SystemExit, match="trained with text_vocab='bytes', text_loss=1.0; .*"
+                                         "--train_args='--text_vocab=bytes --text_loss=1.0'"):
+        ablate.main(args)
+    assert ablate.main(plus(" --text_vocab=bytes --text_loss=1.0"))
     # a done.json of the fifth session: no train_config, the optimizer kept, learning rate 5e-3
     record = {k: v for k, v in record.items() if k != "train_config"}
     done.write_text(json.dumps(dict(record, optimizer="muon")))
     lr, min_lr = train.DEFAULTS["learning_rate"], train.DEFAULTS["min_lr"]
+    bytes_ = " --text_vocab=bytes --text_loss=1.0"  # its prompts and text loss, as then
     with pytest.raises(SystemExit, match=f"learning_rate=0.005, min_lr=0.0005; this command asks "
                                          f"for learning_rate={lr}, min_lr={min_lr}"):
-        ablate.main(args)
+        ablate.main(plus(bytes_))
     with pytest.raises(SystemExit, match="trained with min_lr=0.0005"):
-        ablate.main(plus(" --learning_rate=5e-3"))
-    as_it_was = plus(" --learning_rate=5e-3 --min_lr=5e-4")
+        ablate.main(plus(bytes_ + " --learning_rate=5e-3"))
+    as_it_was = plus(bytes_ + " --learning_rate=5e-3 --min_lr=5e-4")
     assert ablate.main(as_it_was)
     done.write_text(json.dumps(record))  # older still, no optimizer: trained with AdamW
     with pytest.raises(SystemExit, match="trained with optimizer='adamw'; this command asks for "
