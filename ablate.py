@@ -90,7 +90,7 @@ def train_config(cfg):
 def check_reusable(out, before, cfg):
     """Stop unless the finished run in `out`, whose done.json holds `before`, was trained with
     the settings this command would train it with (compared resolved, not as typed). A setting
-    added to train.py since counts at its default."""
+    added to train.py since counts at its value in ADDED_SINCE, or else at its default."""
     if "train_config" in before:
         was = {**train.DEFAULTS, **ADDED_SINCE, **before["train_config"]}
     else:

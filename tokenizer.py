@@ -98,7 +98,8 @@ def encode_text(text, words=()):
 
 def unknown_words(text, words):
     """The pieces of `text` that encode_text(text, words) spells in bytes."""
-    return [p.strip() or p for p in text_pieces(text) if p not in set(words)]
+    known = set(words)
+    return [p.strip() or p for p in text_pieces(text) if p not in known]
 
 
 def decode_text(ids, words=()):

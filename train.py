@@ -162,7 +162,7 @@ class Batches:
                              f"frames at {have[3]} fps, but this run asks for {asked[0]}x{asked[1]}, "
                              f"{asked[2]} frames at {asked[3]} fps: give another --data_dir (shapes "
                              f"shards are made there on first use) or the data's settings")
-        self.kinds = {}
+        shards = {}  # kind -> (codes, formatted prompts)
         for kind in ("video", "image"):
             try:
                 codes, records = load_shards(cfg["data_dir"], split, kind)
@@ -171,13 +171,13 @@ class Batches:
             except ValueError as e:  # damaged shards
                 raise SystemExit(f"error: {e}")
             if len(records):
-                self.kinds[kind] = (codes, [self.prompt_text(r["caption"], codes.shape[1]) for r in records])
+                shards[kind] = (codes, [self.prompt_text(r["caption"], codes.shape[1]) for r in records])
         if words is None:
             words = () if cfg["text_vocab"] == "bytes" else learn_words(
-                t for _, texts in self.kinds.values() for t in texts)
+                t for _, texts in shards.values() for t in texts)
         self.words = tuple(words)
         self.kinds = {kind: (codes, [self.prompt_ids(t) for t in texts])
-                      for kind, (codes, texts) in self.kinds.items()}
+                      for kind, (codes, texts) in shards.items()}
         if not self.kinds:
             raise SystemExit(f"error: no {split} clips in {cfg['data_dir']}: run python data/prepare.py "
                              f"(for a folder of your own, with enough files that val_fraction leaves "

@@ -1,7 +1,7 @@
 # The tiny preset with half the temporal compression: a 2x4x4 tokenizer, so 9 frames become 5
-# latent frames of 8x8 codes (320 visual tokens, against 192), with 1000 codes (8,5,5,5), as
-# measured (with byte-level prompts). Its video reconstructions reach 30 dB (the default 4x4x4 tokenizer of 125 codes:
-# 26 dB), at 1.6x to 1.7x the language model's time per step.
+# latent frames of 8x8 codes (320 visual tokens, against 192), with 1000 codes (8,5,5,5) and
+# byte-level prompts, as measured. Its video reconstructions reach 30 dB (the default 4x4x4
+# tokenizer of 125 codes: 26 dB), at 1.6x to 1.7x the language model's time per step.
 #   python train.py config/shapes_tiny_t2.py
 # Everything else is the default job's (config/shapes_tiny.py); README, "The video tokenizer".
 out_dir = "out_t2"
