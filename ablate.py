@@ -91,10 +91,11 @@ def check_reusable(out, before, cfg):
     """Stop unless the finished run in `out`, whose done.json holds `before`, was trained with
     the settings this command would train it with (compared resolved, not as typed). A setting
     added to train.py since counts at its value in ADDED_SINCE, or else at its default."""
+    base = {**train.DEFAULTS, **ADDED_SINCE}
     if "train_config" in before:
-        was = {**train.DEFAULTS, **ADDED_SINCE, **before["train_config"]}
+        was = dict(base, **before["train_config"])
     else:
-        then = {**train.DEFAULTS, **ADDED_SINCE, **{k: before.get(k, v) for k, v in OLD_RECIPE.items()}}
+        then = dict(base, **{k: before.get(k, v) for k, v in OLD_RECIPE.items()})
         was = configure(then, before.get("train_args", "").split())
     as_json = lambda d: json.loads(json.dumps(d))  # tuples read back from JSON as lists
     was = as_json(dict(was, max_iters=before["max_iters"], eval_interval=before["eval_interval"]))

@@ -231,11 +231,13 @@ def test_presets_are_valid_configs_with_valid_models(preset):
                                cfg["tokenizer_args"])
         assert tok["levels"] == (8, 5, 5, 5) and cfg["tokenizer_path"].startswith(cfg["out_dir"] + "/")
     if preset == "shapes_tiny_t2":  # the defaults but for its files and its tokenizer's compression
-        assert changed == {"out_dir", "data_dir", "tokenizer_path", "tokenizer_args", "text_vocab", "text_loss"}
+        assert changed == {"out_dir", "data_dir", "tokenizer_path", "tokenizer_args", "text_vocab",
+                           "text_loss"}
         assert tok["compression"] == (2, 4, 4)
     if preset == "shapes_tiny_long":  # the defaults but for its steps, files and tokenizer's codes
         assert changed == {"out_dir", "data_dir", "tokenizer_path", "tokenizer_args", "max_iters",
-                           "eval_interval", "text_vocab", "text_loss"} and cfg["max_iters"] == 6000 and tok["compression"] == (4, 4, 4)
+                           "eval_interval", "text_vocab", "text_loss"}
+        assert cfg["max_iters"] == 6000 and tok["compression"] == (4, 4, 4)
 
 
 def test_validation_batches_do_not_depend_on_the_seed(shards):
