@@ -180,6 +180,8 @@ class FSQ(nn.Module):
 
     def __init__(self, levels):
         super().__init__()
+        if not levels or min(levels) < 2:  # a 1-level digit has no step to round to: NaN codes
+            raise ValueError(f"FSQ levels must each be at least 2, got {tuple(levels)}: e.g. (5, 5, 5)")
         self.levels = tuple(levels)
         L = torch.tensor(self.levels, dtype=torch.float32)
         self.register_buffer("L", L, persistent=False)
@@ -579,6 +581,9 @@ def train_tokenizer(cfg, path=None):
         grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
         opt.step()
         if it % cfg["log_interval"] == 0 or it == cfg["max_iters"] - 1:
+            if not math.isfinite(loss.item()):  # the weights are NaN from here on: nothing to save
+                raise SystemExit(f"error: the tokenizer's loss is {loss.item()} at step {it}; nothing "
+                                 f"was saved. Lower --lr (now {cfg['lr']}) or add --norm=group")
             bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{group['lr']:.1e}",
                             grad_norm=f"{grad_norm:.2f}")
     train_time = time.time() - t0

@@ -405,6 +405,8 @@ def check_config(cfg):
         (("image_ratio", "mask_floor", "text_drop"), FRACTION),
         (("beta1", "beta2"), (lambda x: 0 <= x < 1, "0 or more and below 1")),
         (("learning_rate",), POSITIVE)])
+    if cfg["init_from"] not in ("scratch", "resume"):
+        raise SystemExit(f"error: init_from must be 'scratch' or 'resume', got {cfg['init_from']!r}")
     if cfg["text_vocab"] not in ("words", "bytes"):
         raise SystemExit(f"error: text_vocab must be 'words' or 'bytes', got {cfg['text_vocab']!r}")
     if cfg["optimizer"] not in ("adamw", "muon"):
@@ -421,6 +423,9 @@ def main(argv=None):
     if cfg["init_from"] == "scratch" and os.path.exists(ckpt_path):  # never overwrite a run
         raise SystemExit(f"error: {ckpt_path} exists: continue that run with --init_from=resume, "
                          f"or start a new one in another --out_dir (or delete the old run first)")
+    if cfg["init_from"] == "resume" and not os.path.isfile(ckpt_path):  # before any data is prepared
+        raise SystemExit(f"error: no checkpoint at {ckpt_path} to resume: point --out_dir at the run, "
+                         f"or start one with --init_from=scratch")
     torch.set_flush_denormal(True)  # CPU: denormal floats are 10x slower and no more useful than 0
     rank, local_rank, world, device = setup_distributed(cfg)
     master = rank == 0
@@ -483,11 +488,9 @@ def main(argv=None):
                              f"{cfg['data_dir']}'s: resume it with the data it was trained on "
                              f"(--data_dir={ckpt['config']['data_dir']})")
         iter_num, best_val = ckpt["iter_num"], ckpt["best_val_loss"]
-    elif cfg["init_from"] == "scratch":
+    else:
         gpt_cfg = model_config(cfg, meta)
         model = GPT(gpt_cfg).to(device)
-    else:
-        raise SystemExit(f"error: init_from must be 'scratch' or 'resume', got {cfg['init_from']!r}")
     optimizer = make_optimizer(model, cfg, device)
     if cfg["init_from"] == "resume":
         hyper = [{k: g[k] for k in ("weight_decay", "betas") if k in g} for g in optimizer.param_groups]

@@ -293,11 +293,16 @@ def write_image(caption_text, out, height=32, width=32):
     from PIL import Image
     if os.path.exists(out):
         raise SystemExit(f"error: {out} exists: pass another --out, or delete it first")
+    if not out.lower().endswith(".png"):  # lossy formats would change the colours the model reads
+        raise SystemExit(f"error: --out={out}: write a .png (lossless), e.g. --out=first.png")
     image = find_image(caption_text, height, width)
     if image is None:
         raise SystemExit(f"error: no shapes image reads {caption_text!r}: use 'a <colour> <shape>' with "
                          f"colour one of {', '.join(PALETTE)} and shape one of {', '.join(SHAPES)}")
-    Image.fromarray(image).save(out)
+    try:
+        Image.fromarray(image).save(out)
+    except OSError as e:  # a folder that does not exist, no permission
+        raise SystemExit(f"error: cannot write {out}: {e}")
     print(f"wrote {out} ({width}x{height}): {caption_text}")
 
 

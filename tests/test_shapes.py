@@ -152,6 +152,10 @@ def test_write_image_saves_the_png_and_never_overwrites(tmp_path):
     assert out.read_bytes() == b"the user's own file"
     with pytest.raises(SystemExit, match="no shapes image"):
         write_image("a pink blob", str(tmp_path / "other.png"))
+    with pytest.raises(SystemExit, match="write a .png \\(lossless\\)"):  # JPEG would shift the colours
+        write_image("a red circle", str(tmp_path / "first.jpg"))
+    with pytest.raises(SystemExit, match="cannot write .*first.png"):
+        write_image("a red circle", str(tmp_path / "no_such_folder" / "first.png"))
 
 
 def test_dataset_mixes_kinds_evenly_and_indexes_deterministically():

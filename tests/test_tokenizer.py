@@ -1,5 +1,7 @@
 """Properties of the tokenizers: the sequence layout round-trips, FSQ is a bijection with a
 straight-through gradient, the video tokenizer is causal in time and an image is a 1-frame video."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -230,13 +232,27 @@ def test_bad_input_is_a_clear_value_error(video, message):
                                               ("--encoder_kernel=2", "encoder_kernel must be odd"),
                                               ("--batch_size=0", "out of range: use at least 1"),
                                               ("--lr=-1.0", "out of range: use more than 0"),
-                                              ("--optimizer='sgd'", "optimizer must be 'muon' or 'adam'")])
+                                              ("--optimizer='sgd'", "optimizer must be 'muon' or 'adam'"),
+                                              ("--levels=(1,2)", "levels must each be at least 2")])
 def test_bad_training_settings_stop_early_with_one_line(override, message, tmp_path, monkeypatch):
     """python tokenizer.py with a bad setting: one error line, before any data is generated."""
     import tokenizer
     monkeypatch.setattr(tokenizer, "make_pool", lambda *a: pytest.fail("data generated first"))
     with pytest.raises(SystemExit, match=message):
         tokenizer.main([override, f"--out_dir={tmp_path}"])
+
+
+def test_a_diverged_training_stops_with_one_line_and_saves_nothing(tmp_path, monkeypatch):
+    """A NaN loss (as a too-high learning rate gives) stops the run at the next log step with
+    what to change, instead of training on and saving a NaN tokenizer."""
+    import tokenizer
+    nan_loss = lambda model, clips, l1_weight: model(tokenizer.to_model_input(clips)).sum() * math.nan
+    monkeypatch.setattr(tokenizer, "reconstruction_loss", nan_loss)
+    cfg = dict(tokenizer.TRAIN_DEFAULTS, out_dir=str(tmp_path), height=16, width=16, frames=5,
+               channels=(16, 16), n_videos=4, n_images=4, n_val=2, max_iters=10, log_interval=5)
+    with pytest.raises(SystemExit, match="loss is nan at step 0; nothing was saved. Lower --lr"):
+        tokenizer.train_tokenizer(cfg)
+    assert not (tmp_path / "tokenizer.pt").exists()
 
 
 def test_training_never_overwrites_a_tokenizer(tmp_path):

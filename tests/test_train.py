@@ -209,6 +209,18 @@ def test_an_unknown_optimizer_is_a_clear_error(tmp_path):
     assert not tmp_path.joinpath("log.jsonl").exists()
 
 
+def test_a_bad_init_from_or_nothing_to_resume_stops_before_the_data_is_prepared(tmp_path, monkeypatch):
+    """Neither a misspelt init_from nor a resume without a checkpoint may first spend minutes
+    training a tokenizer and encoding shards (data_dir has none here)."""
+    import data.prepare
+    monkeypatch.setattr(data.prepare, "prepare_shapes", lambda **kw: pytest.fail("data prepared first"))
+    none = f"--data_dir={tmp_path / 'no_shards'}"
+    with pytest.raises(SystemExit, match="init_from must be 'scratch' or 'resume', got 'resumee'"):
+        train.main(["--init_from=resumee", f"--out_dir={tmp_path / 'a'}", none])
+    with pytest.raises(SystemExit, match="no checkpoint at .*ckpt.pt to resume: point --out_dir at the run"):
+        train.main(["--init_from=resume", f"--out_dir={tmp_path / 'b'}", none])
+
+
 def test_empty_data_folder_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="prepare"):
         train.main(["--dataset=folder", f"--data_dir={tmp_path}", f"--out_dir={tmp_path / 'out'}"])
