@@ -232,14 +232,16 @@ def load_codes_tokenizer(meta, device="cpu", path=""):
     encoded with, relative to where that ran), or from `path` if given (a copy moved elsewhere);
     either way its weights must match meta["tokenizer_fingerprint"]."""
     from tokenizer import load_tokenizer
-    path = path or meta["tokenizer"]
+    given, path = bool(path), path or meta["tokenizer"]
     try:
         tok = load_tokenizer(path, device)
     except (FileNotFoundError, RuntimeError) as e:
-        raise SystemExit(f"error: the model was trained on the codes of the video tokenizer "
-                         f"{path!r}, which cannot be loaded ({e}). Restore that file, or pass "
-                         f"--tokenizer_path=PATH to where it is now: a newly trained tokenizer has "
-                         f"other codes") from None
+        why = "no such file" if isinstance(e, FileNotFoundError) else "not a video tokenizer"
+        where = f"--tokenizer_path={path} ({why})" if given else f"{path!r} ({why})"
+        raise SystemExit(f"error: the model decodes only with the video tokenizer its data was encoded "
+                         f"with, {meta['tokenizer']!r}; {where} cannot be loaded. Restore that file, "
+                         f"or pass --tokenizer_path=PATH to where it is now: a newly trained tokenizer "
+                         f"has other codes") from None
     want, have = meta.get("tokenizer_fingerprint"), tok.fingerprint()  # older shards have none
     if want and have != want:
         raise SystemExit(f"error: {path} is not the video tokenizer this model's data was "

@@ -461,8 +461,9 @@ def load_tokenizer(path, device="cpu"):
             model = VideoTokenizer(TokenizerConfig(**{"encoder_kernel": 3, **ckpt["config"]}))
         model.load_state_dict(ckpt["model"])
     except Exception as e:  # any unreadable or mismatched file: one message, not a traceback
-        raise RuntimeError(f"could not load the video tokenizer {path} ({type(e).__name__}: "
-                           f"{str(e)[:200]}); delete it and {hint}") from None
+        why = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:200]  # its first sentence
+        raise RuntimeError(f"{path} is not a video tokenizer this version can read ({type(e).__name__}: "
+                           f"{why}): restore it, or {hint}") from None
     model.stats = ckpt["stats"]
     return model.to(device).eval()
 

@@ -310,8 +310,9 @@ def load_checkpoint(path, device="cpu"):
                          f"--out_dir={os.path.dirname(path) or '.'}")
     try:
         return torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # truncated or foreign file: report it, never a deep traceback
-        raise SystemExit(f"error: {path} is not a readable checkpoint ({type(e).__name__}: {e}); "
+    except Exception as e:  # truncated or foreign file: report it, never a traceback
+        why = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:200]  # its first sentence
+        raise SystemExit(f"error: {path} is not a readable checkpoint ({type(e).__name__}: {why}); "
                          f"it may be corrupt or from another program: retrain or restore it")
 
 

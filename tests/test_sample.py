@@ -213,8 +213,9 @@ def test_cli_bad_input(trained_run, tmp_path):
     with pytest.raises(SystemExit, match="no checkpoint at"):
         sample.main([f"--out_dir={tmp_path}"])
     (tmp_path / "ckpt.pt").write_bytes(b"\x00garbage")
-    with pytest.raises(SystemExit, match="not a readable checkpoint"):
+    with pytest.raises(SystemExit, match="not a readable checkpoint") as e:
         sample.main([f"--out_dir={tmp_path}"])
+    assert "\n" not in str(e.value.code)  # one line, not torch's paragraph
     Image.new("RGB", (20, 10)).save(tmp_path / "small.png")
     with pytest.raises(SystemExit, match="is 20x10 but the model generates 32x32"):
         sample.main([f"--out_dir={trained_run}", f"--image={tmp_path / 'small.png'}"])
@@ -244,6 +245,10 @@ def test_cli_bad_input(trained_run, tmp_path):
     with pytest.raises(SystemExit, match="gone.pt.*cannot be loaded.*Restore that file, or pass "
                                          "--tokenizer_path"):
         sample.main([f"--out_dir={run}"])
+    Image.new("RGB", (32, 32)).save(tmp_path / "pic.png")  # a wrong --tokenizer_path: named as given
+    with pytest.raises(SystemExit, match="encoded with, '.*gone.pt'; --tokenizer_path=.*pic.png \\(not a "
+                                         "video tokenizer\\) cannot be loaded"):
+        sample.main([f"--out_dir={run}", f"--tokenizer_path={tmp_path / 'pic.png'}"])
     shutil.copy(data_tokenizer, tmp_path / "moved.pt")  # where it went: told, it is found
     sample.main([f"--out_dir={run}", f"--tokenizer_path={tmp_path / 'moved.pt'}", "--frames=1",
                  f"--sample_dir={tmp_path / 'from_moved'}"])
