@@ -416,12 +416,12 @@ def main(argv=None):
     torch.set_flush_denormal(True)  # CPU: denormal floats are 10x slower and no more useful than 0
     from tokenizer import load_tokenizer
     if cfg["calibrate"]:
+        try:  # a bad tokenizer path stops here, not after the ground-truth columns
+            tok = cfg["tokenizer_path"] and load_tokenizer(cfg["tokenizer_path"], cfg["device"])
+        except (FileNotFoundError, RuntimeError) as e:
+            raise SystemExit(f"error: {e}") from None
         results = calibrate(cfg["height"], cfg["width"], cfg["frames"], cfg["n_per_category"])
-        if cfg["tokenizer_path"]:
-            try:
-                tok = load_tokenizer(cfg["tokenizer_path"], cfg["device"])
-            except (FileNotFoundError, RuntimeError) as e:
-                raise SystemExit(f"error: {e}") from None
+        if tok:
             prompts = benchmark_prompts(cfg["height"], cfg["width"], cfg["frames"], cfg["n_per_category"])
             for name, videos in tokenizer_runs(prompts, tok).items():
                 results[name] = score_all(videos, prompts)

@@ -149,6 +149,9 @@ def diffusion_forcing_mask(num_frames, n, generator, floor=0.7, batch_size=1):
     return _exact_count_mask(rho, n, generator)
 
 
+MASK_KINDS = ("tube", "random", "diffusion_forcing")
+
+
 def training_mask(kind, batch_size, num_frames, n, generator, floor=0.7):
     """The [B, F, n] training mask of the given kind: 'tube' (AR-DF), 'random' or 'diffusion_forcing'."""
     if kind == "diffusion_forcing":
@@ -158,7 +161,7 @@ def training_mask(kind, batch_size, num_frames, n, generator, floor=0.7):
         return tube_mask(rho, num_frames, n, generator)
     if kind == "random":
         return random_mask(rho, num_frames, n, generator)
-    raise ValueError(f"unknown mask kind {kind!r}; choose 'tube', 'random' or 'diffusion_forcing'")
+    raise ValueError(f"unknown mask kind {kind!r}; choose one of {MASK_KINDS}")
 
 
 # -----------------------------------------------------------------------------

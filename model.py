@@ -59,6 +59,16 @@ class GPTConfig:
     def vocab_size(self):
         return self.visual_offset + self.n_visual
 
+    def validate(self):
+        """Shapes and switches no model can be built with: one ValueError saying which."""
+        if self.n_embd % self.n_head or self.n_head % self.n_kv_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}) "
+                             f"and n_head by n_kv_head ({self.n_kv_head})")
+        rope_cos_sin(torch.zeros(3, 1, dtype=torch.long), self.head_dim, self.rope_kind)  # validates
+        if self.attn_impl not in ("sdpa", "flex", "frames") or self.loss_impl not in ("chunked", "full"):
+            raise ValueError(f"attn_impl must be 'sdpa', 'flex' or 'frames' and loss_impl 'chunked' "
+                             f"or 'full', got {self.attn_impl!r}, {self.loss_impl!r}")
+
     @property
     def head_dim(self):
         return self.n_embd // self.n_head
@@ -269,13 +279,7 @@ def chunked_losses(h, weight, target, chunk):
 class GPT(nn.Module):
     def __init__(self, cfg):
         super().__init__()
-        if cfg.n_embd % cfg.n_head or cfg.n_head % cfg.n_kv_head:
-            raise ValueError(f"n_embd ({cfg.n_embd}) must be divisible by n_head ({cfg.n_head}) "
-                             f"and n_head by n_kv_head ({cfg.n_kv_head})")
-        rope_cos_sin(torch.zeros(3, 1, dtype=torch.long), cfg.head_dim, cfg.rope_kind)  # validates
-        if cfg.attn_impl not in ("sdpa", "flex", "frames") or cfg.loss_impl not in ("chunked", "full"):
-            raise ValueError(f"attn_impl must be 'sdpa', 'flex' or 'frames' and loss_impl 'chunked' "
-                             f"or 'full', got {cfg.attn_impl!r}, {cfg.loss_impl!r}")
+        cfg.validate()
         self.cfg = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))

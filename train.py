@@ -23,12 +23,12 @@ from tqdm import tqdm
 
 from configurator import (AT_LEAST_0, AT_LEAST_1, FRACTION, POSITIVE, check_ranges, configure,
                           print_config)
-from masking import training_mask
+from masking import MASK_KINDS, training_mask
 from model import GPT, PRESETS, GPTConfig, device_peak_flops, prompt_pairs
 from optim import Combined, Muon
 from sample import CFG_SCALE, STEPS
-from tokenizer import (MASK, PAD_FRAME, VISUAL_OFFSET, build_sequence, collate, encode_text, format_prompt,
-                       learn_words)
+from tokenizer import (MASK, PAD_FRAME, TEMPLATES, VISUAL_OFFSET, build_sequence, collate, encode_text,
+                       format_prompt, learn_words)
 
 # -----------------------------------------------------------------------------
 # default config: the tiny preset, end to end on a laptop CPU
@@ -238,7 +238,10 @@ class Batches:
 # -----------------------------------------------------------------------------
 # model, optimiser, schedule
 
-def model_config(cfg, meta):
+def model_config(cfg, meta=None):
+    """The GPTConfig of this run; without the data's meta (before it exists), with stand-in
+    vocabulary and compression, to check the settings early."""
+    meta = meta or dict(compression=(1, 1, 1), codebook_size=1)
     shape = dict(PRESETS[cfg["model_size"]])
     shape.update({k: cfg[k] for k in ("n_layer", "n_head", "n_kv_head", "n_embd", "ffn_hidden") if cfg[k]})
     scales = tuple(meta["compression"]) if cfg["rope_scaling"] else (1, 1, 1)
@@ -406,8 +409,16 @@ def check_config(cfg):
         (("image_ratio", "mask_floor", "text_drop"), FRACTION),
         (("beta1", "beta2"), (lambda x: 0 <= x < 1, "0 or more and below 1")),
         (("learning_rate",), POSITIVE)])
-    if cfg["init_from"] not in ("scratch", "resume"):
-        raise SystemExit(f"error: init_from must be 'scratch' or 'resume', got {cfg['init_from']!r}")
+    for key, choices in (("init_from", ("scratch", "resume")), ("dataset", ("shapes", "folder")),
+                         ("model_size", tuple(PRESETS)), ("mask_kind", MASK_KINDS),
+                         ("prompt_template", tuple(TEMPLATES))):
+        if cfg[key] not in choices:
+            raise SystemExit(f"error: {key} must be one of {', '.join(map(repr, choices))}, "
+                             f"got {cfg[key]!r}")
+    try:  # the model's shape, RoPE kind and attention: before minutes of data preparation
+        model_config(cfg).validate()
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
     if cfg["text_vocab"] not in ("words", "bytes"):
         raise SystemExit(f"error: text_vocab must be 'words' or 'bytes', got {cfg['text_vocab']!r}")
     if cfg["optimizer"] not in ("adamw", "muon"):

@@ -214,3 +214,10 @@ def test_single_object_area_compares_with_the_ground_truth(prompts):
         grown.append(video)
     assert single_object_area(grown, cases)[0] > true
     assert single_object_area([np.full_like(v, BACKGROUND) for v in truth], cases) == (0.0, true)
+
+
+def test_calibration_with_a_missing_tokenizer_stops_before_scoring(tmp_path, monkeypatch):
+    import eval as shapesbench
+    monkeypatch.setattr(shapesbench, "calibrate", lambda *a: pytest.fail("scored before the check"))
+    with pytest.raises(SystemExit, match="no video tokenizer at .*nope.pt"):
+        shapesbench.main(["--calibrate=True", f"--tokenizer_path={tmp_path / 'nope.pt'}"])

@@ -209,16 +209,24 @@ def test_an_unknown_optimizer_is_a_clear_error(tmp_path):
     assert not tmp_path.joinpath("log.jsonl").exists()
 
 
-def test_a_bad_init_from_or_nothing_to_resume_stops_before_the_data_is_prepared(tmp_path, monkeypatch):
-    """Neither a misspelt init_from nor a resume without a checkpoint may first spend minutes
-    training a tokenizer and encoding shards (data_dir has none here)."""
+@pytest.mark.parametrize("bad,message", [
+    ("--init_from=resumee", "init_from must be one of 'scratch', 'resume', got 'resumee'"),
+    ("--init_from=resume", "no checkpoint at .*ckpt.pt to resume: point --out_dir at the run"),
+    ("--model_size=huge", "model_size must be one of 'tiny', .*got 'huge'"),
+    ("--mask_kind=tubes", "mask_kind must be one of 'tube', 'random', 'diffusion_forcing', got 'tubes'"),
+    ("--dataset=videos", "dataset must be one of 'shapes', 'folder'"),
+    ("--prompt_template=long", "prompt_template must be one of .*'official'"),
+    ("--rope_kind=3d", "unknown rope kind '3d'"),
+    ("--attn_impl=dense", "attn_impl must be 'sdpa', 'flex' or 'frames'"),
+    ("--n_head=3", "n_embd \\(128\\) must be divisible by n_head \\(3\\)"),
+    ("--n_head=8", "mmrope allocates frequencies in blocks of 16")])
+def test_bad_settings_stop_before_the_data_is_prepared(bad, message, tmp_path, monkeypatch):
+    """A misspelt choice, a model that cannot be built or a resume without a checkpoint must not
+    first spend minutes training a tokenizer and encoding shards (data_dir has none here)."""
     import data.prepare
     monkeypatch.setattr(data.prepare, "prepare_shapes", lambda **kw: pytest.fail("data prepared first"))
-    none = f"--data_dir={tmp_path / 'no_shards'}"
-    with pytest.raises(SystemExit, match="init_from must be 'scratch' or 'resume', got 'resumee'"):
-        train.main(["--init_from=resumee", f"--out_dir={tmp_path / 'a'}", none])
-    with pytest.raises(SystemExit, match="no checkpoint at .*ckpt.pt to resume: point --out_dir at the run"):
-        train.main(["--init_from=resume", f"--out_dir={tmp_path / 'b'}", none])
+    with pytest.raises(SystemExit, match=message):
+        train.main([*bad.split(), f"--out_dir={tmp_path / 'run'}", f"--data_dir={tmp_path / 'no_shards'}"])
 
 
 def test_empty_data_folder_is_a_clear_error(tmp_path):
@@ -232,6 +240,7 @@ def test_presets_are_valid_configs_with_valid_models(preset):
     from configurator import configure
     from model import PRESETS, GPTConfig
     cfg = configure(train.DEFAULTS, [f"config/{preset}.py"])
+    train.check_config(cfg)  # every choice known, the model buildable (no SystemExit)
     assert GPTConfig(**PRESETS[cfg["model_size"]]).head_dim % 32 == 0  # mmrope's blocks of 16
     changed = {k for k in cfg if cfg[k] != train.DEFAULTS[k]}
     if preset == "shapes_tiny":  # the preset spells out the defaults
