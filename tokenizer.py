@@ -353,19 +353,25 @@ class VideoTokenizer(nn.Module):
 
     def __init__(self, cfg=TokenizerConfig()):
         super().__init__()
+        if len(cfg.compression) != 3 or min(cfg.compression) < 1:
+            raise ValueError(f"compression must be three factors (time, height, width) of at least 1, "
+                             f"e.g. (4, 4, 4), got {tuple(cfg.compression)}")
         s_h, s_w = cfg.compression[1:]
         if s_h != s_w or s_h % 2 ** (len(cfg.channels) - 1):
             raise ValueError(f"compression {cfg.compression}: need s_h == s_w, a multiple of "
                              f"2**(len(channels) - 1) (channels={cfg.channels})")
         if cfg.norm not in ("none", "group"):
             raise ValueError(f"unknown tokenizer norm {cfg.norm!r}; choose 'none' or 'group'")
+        if not cfg.channels or min(cfg.channels) < 1:
+            raise ValueError(f"channels must be one or more widths of at least 1, e.g. (48, 96), got "
+                             f"{tuple(cfg.channels)}")
         if cfg.encoder_kernel < 1 or cfg.encoder_kernel % 2 == 0:
             raise ValueError(f"encoder_kernel must be odd (1, 3, 5, ...), got {cfg.encoder_kernel}: "
                              f"an even kernel would shift the frame by half a pixel")
         self.cfg = cfg
         self.compression = tuple(cfg.compression)
+        self.fsq = FSQ(cfg.levels)  # first: its check of the levels precedes any layer
         self.encoder, self.decoder = Encoder(cfg), Decoder(cfg)
-        self.fsq = FSQ(cfg.levels)
         self.codebook_size = self.fsq.codebook_size
 
     @property

@@ -233,7 +233,9 @@ def test_bad_input_is_a_clear_value_error(video, message):
                                               ("--batch_size=0", "out of range: use at least 1"),
                                               ("--lr=-1.0", "out of range: use more than 0"),
                                               ("--optimizer='sgd'", "optimizer must be 'muon' or 'adam'"),
-                                              ("--levels=(1,2)", "levels must each be at least 2")])
+                                              ("--levels=(1,2)", "levels must each be at least 2"),
+                                              ("--channels=()", "channels must be one or more widths"),
+                                              ("--compression=(4,4)", "compression must be three factors")])
 def test_bad_training_settings_stop_early_with_one_line(override, message, tmp_path, monkeypatch):
     """python tokenizer.py with a bad setting: one error line, before any data is generated."""
     import tokenizer
