@@ -212,8 +212,14 @@ def read_captions(folder):
     """{file name: caption} from captions.jsonl or captions.csv in `folder`."""
     jsonl, csv_path = os.path.join(folder, "captions.jsonl"), os.path.join(folder, "captions.csv")
     if os.path.isfile(jsonl):
+        rows = []
         with open(jsonl) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
+            for n, line in enumerate(f, 1):
+                try:
+                    rows += [json.loads(line)] if line.strip() else []
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{jsonl} line {n} is not JSON ({e}): write one "
+                                     f'{{"file": "clip.mp4", "caption": "..."}} a line') from None
     elif os.path.isfile(csv_path):
         with open(csv_path, newline="") as f:
             rows = list(csv.DictReader(f))
@@ -221,9 +227,11 @@ def read_captions(folder):
         raise FileNotFoundError(f"no captions.jsonl or captions.csv in {folder!r}: add one with a "
                                 f'line per file, {{"file": "clip.mp4", "caption": "..."}} or a '
                                 f"csv with header file,caption")
-    if rows and not {"file", "caption"} <= set(rows[0]):
-        raise ValueError(f"captions in {folder!r} need the fields 'file' and 'caption', "
-                         f"got {sorted(rows[0])}")
+    for n, row in enumerate(rows, 1):  # a row without a file or a caption: a silent wrong sample
+        if not isinstance(row, dict) or not isinstance(row.get("file"), str) \
+                or not isinstance(row.get("caption"), str):
+            raise ValueError(f"captions in {folder!r}, entry {n}: need the fields 'file' and "
+                             f"'caption' as text, got {row!r}")
     return {row["file"]: row["caption"] for row in rows}
 
 
@@ -284,6 +292,9 @@ def prepare_folder(folder, **overrides):
         raise ValueError(f"no images ({', '.join(IMAGE_EXTS)}) or videos "
                          f"({', '.join(VIDEO_EXTS)}) in {folder!r}")
     captions = read_captions(folder)
+    if not set(files) & set(captions):  # before a tokenizer is trained or a shard written
+        raise ValueError(f"none of the {len(files)} files in {folder!r} has a caption (the captions "
+                         f"file names e.g. {sorted(captions)[:3]}, the folder holds e.g. {files[:3]})")
     tokenizer = get_tokenizer(cfg["tokenizer_path"], H, W, T, cfg["device"], cfg["tokenizer_args"])
     tokenizer.check_geometry(T, H, W)
     writer = ShardWriter(cfg["out"], tokenizer, cfg["batch_size"])
@@ -311,6 +322,8 @@ def prepare_folder(folder, **overrides):
             skipped += 1
             continue
         writer.add("val" if name in val else "train", kind, clip, dict(caption=captions[name], file=name))
+    if skipped == len(files):  # meta.json is not written: the folder holds no usable shards
+        raise ValueError(f"no file of {folder!r} could be read (each one's reason is above)")
     meta = writer.close(cfg["tokenizer_path"], H, W, T, cfg["fps"], source=os.path.abspath(folder))
     print(f"ingested {len(files) - skipped} of {len(files)} files ({skipped} skipped)")
     return meta

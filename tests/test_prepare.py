@@ -161,6 +161,23 @@ def test_bad_folders_fail_clearly(tmp_path, tokenizer_path):
         prepare_folder(str(tmp_path / "nocaps"), **opts)
     with pytest.raises(FileNotFoundError, match="python data/prepare.py"):
         load_shards(str(empty), "train", "video")
+    folder = tmp_path / "captioned"
+    write_images(folder, ["a.png", "b.png"])
+    (folder / "captions.jsonl").write_text('{"file": "a.png", "caption": "red"}\nnot json\n')
+    with pytest.raises(ValueError, match="captions.jsonl line 2 is not JSON"):
+        prepare_folder(str(folder), **opts)
+    (folder / "captions.jsonl").unlink()
+    (folder / "captions.csv").write_text("file,caption\na.png\nb.png,green\n")  # a.png's caption missing
+    with pytest.raises(ValueError, match="entry 1: need the fields 'file' and 'caption' as text"):
+        prepare_folder(str(folder), **opts)
+    (folder / "captions.csv").write_text("file,caption\nc.png,red\n")  # names no file of the folder
+    with pytest.raises(ValueError, match="none of the 2 files .* has a caption"):
+        prepare_folder(str(folder), **opts)
+    (folder / "captions.csv").write_text("file,caption\na.png,red\n")
+    (folder / "a.png").write_bytes(b"not a png")  # every captioned file unreadable: no meta.json
+    with pytest.raises(ValueError, match="no file of .* could be read"):
+        prepare_folder(str(folder), **opts)
+    assert not (tmp_path / "shards" / "meta.json").exists()
 
 
 @pytest.mark.parametrize("bad, message", [(dict(frames=6), "1 \\+ k\\*4"),
