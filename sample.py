@@ -191,6 +191,13 @@ def save_video(video, stem, fps=8, scale=4):
     return paths
 
 
+def file_stem(prompt):
+    """A file name for a prompt's samples: its words joined by '_', other characters (a '/'
+    above all) dropped, at most 60 characters."""
+    name = "_".join("".join(c for c in word if c.isalnum() or c in "-,.") for word in prompt.split())
+    return name.strip("._")[:60] or "no_prompt"
+
+
 def check_sampling_args(cfg):
     """Sampling settings that would run but mean nothing stop here, with the range to use (and
     the counts of sample.py and eval.py: samples, batch size, prompts per category)."""
@@ -312,8 +319,7 @@ def main(argv=None):
                          history_ratio=cfg["history_ratio"], seed=cfg["seed"],
                          first_frame=None if first is None else first[None].expand(n, -1, -1))
         for i in range(n):
-            name = prompt.replace(" ", "_")[:60] or "no_prompt"
-            stem = os.path.join(sample_dir, f"{name}_{cfg['seed']}_{i}")
+            stem = os.path.join(sample_dir, f"{file_stem(prompt)}_{cfg['seed']}_{i}")
             print("wrote " + ", ".join(save_video(tok.decode(codes[i]), stem, meta["fps"])))
 
 

@@ -376,23 +376,31 @@ def evaluate(model, batches, cfg, device, ctx, text=True):
     return loss / max(1, count), per_frame
 
 
+def sample_prompt(prompt, cfg, meta):
+    """An end-of-run sample prompt as (token ids, latent frames): an image (one frame) unless it
+    asks for motion or stillness."""
+    latent_frames = 1 if "moves" not in prompt and "still" not in prompt else meta["latent_shape"]["video"][0]
+    frames = 1 + (latent_frames - 1) * meta["compression"][0]
+    text = format_prompt(prompt, meta["width"], meta["height"], frames, meta["fps"], cfg["prompt_template"])
+    ids = encode_text(text, meta["words"])
+    if len(ids) > cfg["text_len"]:  # checked when the run starts, not after its training
+        raise SystemExit(f"error: the sample prompt {prompt!r} is {len(ids)} tokens, over the text "
+                         f"budget text_len={cfg['text_len']}: shorten it or raise --text_len")
+    return ids, latent_frames
+
+
 def write_samples(raw_model, tok, cfg, meta, device):
     """Sample videos (GIF + PNG strip) for the fixed prompts into out_dir/samples, decoded by
     `tok`, the tokenizer of the data's codes."""
-    from sample import generate, save_video
+    from sample import file_stem, generate, save_video
     h, w = meta["latent_shape"]["video"][1:]
-    latent_frames = meta["latent_shape"]["video"][0]
-    frames = 1 + (latent_frames - 1) * meta["compression"][0]
     os.makedirs(os.path.join(cfg["out_dir"], "samples"), exist_ok=True)
     for prompt in cfg["sample_prompts"]:
-        is_image = "moves" not in prompt and "still" not in prompt
-        F, T = (1, 1) if is_image else (latent_frames, frames)
-        ids = encode_text(format_prompt(prompt, meta["width"], meta["height"], T, meta["fps"],
-                                        cfg["prompt_template"]), meta["words"])
+        ids, F = sample_prompt(prompt, cfg, meta)
         codes = generate(raw_model, [ids], F, h, w, cfg["text_len"], steps=cfg["sample_steps"],
                          cfg_scale=cfg["sample_cfg"], seed=cfg["seed"], progress=False)
         video = tok.decode(codes[0])
-        path = os.path.join(cfg["out_dir"], "samples", prompt.replace(" ", "_"))
+        path = os.path.join(cfg["out_dir"], "samples", file_stem(prompt))
         print("wrote " + ", ".join(save_video(video, path)))
 
 
@@ -473,6 +481,8 @@ def main(argv=None):
         from sample import load_codes_tokenizer
         moved = not os.path.exists(meta["tokenizer"])  # the shards' path is gone: try --tokenizer_path
         tok = load_codes_tokenizer(meta, device, cfg["tokenizer_path"] if moved else "")
+        for prompt in cfg["sample_prompts"]:
+            sample_prompt(prompt, cfg, meta)  # each fits the text budget (or one error, now)
     iter_num, best_val = 0, float("inf")
     if cfg["init_from"] == "resume":
         ckpt = load_checkpoint(ckpt_path, device)

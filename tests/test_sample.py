@@ -207,6 +207,16 @@ def test_cli_writes_gif_and_png(trained_run, tmp_path):
     assert np.array_equal(strip[:, :128], want)
 
 
+def test_sample_file_names_are_safe_and_short():
+    """A prompt names its files: never a path out of the samples folder, never too long for the
+    file system, never empty; the usual prompts keep their readable names."""
+    from sample import file_stem
+    assert file_stem("a red circle moves right") == "a_red_circle_moves_right"
+    for prompt in ["../../etc/passwd", "a/b\\c:d", "a red circle " * 40, "", "  ", "...", "ünï"]:
+        name = file_stem(prompt)
+        assert name and len(name) <= 60 and not set("/\\:") & set(name) and not name.startswith(".")
+
+
 def test_cli_bad_input(trained_run, tmp_path):
     from PIL import Image
     import sample

@@ -68,6 +68,12 @@ def test_fresh_run_trains_checkpoints_and_samples(shards, tmp_path):
     assert header["torch"] == torch.__version__ and header["config"]["batch_size"] == 4
 
 
+def test_a_sample_prompt_over_the_text_budget_stops_the_run_before_training(shards, tmp_path):
+    with pytest.raises(SystemExit, match="sample prompt 'a red circle a red.* over the text budget"):
+        train.main(args(shards, tmp_path, sample_prompts=("a red circle " * 40,)))
+    assert not (tmp_path / "ckpt.pt").exists()
+
+
 def test_sample_prompts_do_not_change_the_training(shards, tmp_path):
     """The end-of-run samples check the tokenizer before training; building it must not draw
     from the run's RNG (it did once, and the default job trained another model)."""
