@@ -39,11 +39,13 @@ def timed(fn, device, repeat):
 
 
 @torch.no_grad()
-def next_token_decode(model, prompts, frames, h, w, text_len, cfg_scale, seed=0):
+def next_token_decode(model, prompts, frames, h, w, text_len, cfg_scale, seed=0, n_tokens=None):
     """
     The baseline the paper compares against: raster-order next-token decoding with a KV cache,
     one token per forward (cond and uncond rows batched). Only its cost is meaningful here: the
-    weights were trained for AR-DF, so the tokens it samples are not.
+    weights were trained for AR-DF, so the tokens it samples are not. n_tokens: decode only the
+    first n_tokens of the video. Every forward is one token against the whole static cache, so
+    each costs the same wherever it sits, and a part times the whole.
     """
     device = next(model.parameters()).device
     B, n = len(prompts), h * w
@@ -55,7 +57,7 @@ def next_token_decode(model, prompts, frames, h, w, text_len, cfg_scale, seed=0)
     slots_all = torch.arange(L, device=device)
     causal = slots_all[None, :] <= slots_all[:, None]  # (L, L) plain causal decoding
     token = torch.full((2 * B, 1), MASK, dtype=torch.long, device=device)
-    for p in range(text_len, L):
+    for p in range(text_len, L if n_tokens is None else text_len + n_tokens):
         slot = slots_all[p:p + 1]
         logits = model.forward_cached(token, runner.cos[:, slot], runner.sin[:, slot],
                                       causal[slot].expand(2 * B, -1, -1), slot).float()
@@ -74,10 +76,14 @@ def bench_sampling(model, cfg, device, save):
     frames, h, w, T = cfg["frames"], cfg["h"], cfg["w"], cfg["text_len"]
     prompts = [[1] * (T // 2)] * cfg["sample_batch"]
     common = dict(steps=cfg["steps"], progress=False)
+    # next-token decoding is timed over its first next_token_frames frames (0: all) and scaled to
+    # the whole video: one forward per token, each the same cost (next_token_decode)
+    nt_frames = min(cfg["next_token_frames"] or frames, frames)
     runs = {
         "ar_df_kv_cache": lambda: generate(model, prompts, frames, h, w, T, use_cache=True, **common),
         "ar_df_no_cache": lambda: generate(model, prompts, frames, h, w, T, use_cache=False, **common),
-        "next_token_kv_cache": lambda: next_token_decode(model, prompts, frames, h, w, T, CFG_SCALE),
+        "next_token_kv_cache": lambda: next_token_decode(model, prompts, frames, h, w, T, CFG_SCALE,
+                                                         n_tokens=nt_frames * h * w),
     }
     order = [(name, False) for name in runs]
     if cfg["compile"]:
@@ -89,8 +95,10 @@ def bench_sampling(model, cfg, device, save):
         if str(device).startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         s = timed(runs[name], device, cfg["sample_repeat"] or cfg["repeat"])
+        timed_frames = nt_frames if name.startswith("next_token") else frames
+        s = s * frames / timed_frames  # the whole video
         key = name + ("_compiled" if compiled else "")
-        out[key] = dict(s_per_video=s, ms_per_frame=1000 * s / frames, frames_per_s=frames / s,
+        out[key] = dict(s_per_video=s, timed_frames=timed_frames, ms_per_frame=1000 * s / frames, frames_per_s=frames / s,
                         # the whole video over its MaskGIT steps: the prefill and cache writes count in
                         ms_per_step=1000 * s / (frames * cfg["steps"]) if name.startswith("ar_df") else None,
                         peak_mem_gb=torch.cuda.max_memory_allocated() / 1e9 if str(device).startswith("cuda") else None)
@@ -219,14 +227,15 @@ def loss_path_memory(gpt_cfg, cfg, device):
 def main(argv=None):
     cfg = configure(dict(
         model_size="tiny", n_visual=1000, frames=3, h=8, w=8, text_len=80, batch_size=8,
-        sample_batch=1, steps=STEPS, repeat=3, sample_repeat=0, loss_rows=32768, loss_chunk=0, compile=False,
+        sample_batch=1, steps=STEPS, repeat=3, sample_repeat=0, next_token_frames=0, loss_rows=32768,
+        loss_chunk=0, compile=False,
         attn_impl="sdpa", grad_checkpoint=False, sections="sampling,attention,train,loss",
         optimizer="muon",  # the training step's: 'muon' (the shapes presets) or 'adamw' (the paper)
         device="cuda" if torch.cuda.is_available() else "cpu",
         dtype="bfloat16" if torch.cuda.is_available() else "float32", out="bench.json"), argv)
     print_config(cfg)
     check_ranges(cfg, [(("frames", "h", "w", "text_len", "batch_size", "sample_batch", "steps", "repeat",
-                         "loss_rows"), AT_LEAST_1), (("loss_chunk", "sample_repeat"), AT_LEAST_0)])
+                         "loss_rows"), AT_LEAST_1), (("loss_chunk", "sample_repeat", "next_token_frames"), AT_LEAST_0)])
     if cfg["model_size"] not in PRESETS or cfg["dtype"] not in ("float32", "bfloat16"):
         raise SystemExit(f"error: --model_size is one of {', '.join(PRESETS)} and --dtype float32 or "
                          f"bfloat16; got {cfg['model_size']!r} and {cfg['dtype']!r}")

@@ -52,6 +52,25 @@ def test_each_sampling_mode_runs_the_forwards_it_names(tmp_path, monkeypatch):
                       dict(forward=0, forward_cached=1 + frames * n)]
 
 
+def test_next_token_decoding_timed_over_part_of_the_video_is_scaled_to_all_of_it(tmp_path, monkeypatch):
+    """--next_token_frames=1 of 2: next-token decoding runs the first frame's tokens only (its
+    forwards all cost the same against the static cache), and its time counts twice."""
+    from model import GPT
+    modes = []
+    monkeypatch.setattr(bench, "timed", lambda fn, device, repeat: modes.append(fn) or 1.0)
+    out = tmp_path / "b.json"
+    bench.main(SMALL + ["--sections=sampling", "--next_token_frames=1", f"--out={out}"])
+    s = json.loads(out.read_text())["sampling"]
+    assert s["next_token_kv_cache"]["timed_frames"] == 1 and s["ar_df_kv_cache"]["timed_frames"] == 2
+    assert s["next_token_kv_cache"]["s_per_video"] == 2.0 and s["ar_df_kv_cache"]["s_per_video"] == 1.0
+    assert s["ratio_next_token_vs_ar_df"] == 2.0
+    calls = []
+    real = GPT.forward_cached
+    monkeypatch.setattr(GPT, "forward_cached", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    modes[2]()  # next-token decoding
+    assert len(calls) == 1 + 8  # the prompt's prefill, then the 2x4 tokens of one frame
+
+
 @needs_compiler
 def test_attention_section_runs_on_the_cpu(tmp_path):
     out = tmp_path / "b.json"
