@@ -485,6 +485,7 @@ TRAIN_DEFAULTS = dict(
     batch_size=8,                 # videos per step, plus as many images
     optimizer="muon",             # 'muon': Muon for the convolutions, Adam for biases and norms | 'adam'
     max_iters=2000, lr=5e-3, warmup_iters=100, min_lr=2.5e-4, l1_weight=0.1, grad_clip=1.0,
+    video_weight=1.0,             # the video batch's loss against the image batch's (each a mean)
     n_val=128,                    # validation clips (and as many images) for PSNR and usage
     seed=0, device="cpu", log_interval=50,
 )
@@ -516,6 +517,14 @@ def reconstruction_loss(model, clips, l1_weight):
     x = to_model_input(clips)
     err = model(x) - x
     return err.square().mean() + l1_weight * err.abs().mean()
+
+
+def training_loss(model, videos, images, cfg):
+    """Joint image/video training (sec. 3.1): the video batch's loss, weighted by video_weight,
+    plus the image batch's. Each is a mean over its own pixels, so at weight 1 one image frame
+    counts as much as a whole video."""
+    return (cfg["video_weight"] * reconstruction_loss(model, videos, cfg["l1_weight"])
+            + reconstruction_loss(model, images, cfg["l1_weight"]))
 
 
 @torch.no_grad()
@@ -581,8 +590,7 @@ def train_tokenizer(cfg, path=None):
         i = images[torch.randint(len(images), (cfg["batch_size"],))].to(cfg["device"])
         if torch.rand(()) < 0.5:
             v, i = v.flip(3), i.flip(3)
-        loss = (reconstruction_loss(model, v, cfg["l1_weight"])
-                + reconstruction_loss(model, i, cfg["l1_weight"]))
+        loss = training_loss(model, v, i, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
@@ -614,7 +622,7 @@ def check_train_config(cfg):
     """Counts and rates that would crash the training, or train on nothing, stop here."""
     from configurator import AT_LEAST_1, POSITIVE, check_ranges
     check_ranges(cfg, [(("max_iters", "batch_size", "n_videos", "n_images", "n_val", "log_interval"),
-                        AT_LEAST_1), (("lr", "grad_clip"), POSITIVE)])
+                        AT_LEAST_1), (("lr", "grad_clip", "video_weight"), POSITIVE)])
     if cfg["optimizer"] not in ("muon", "adam"):
         raise SystemExit(f"error: optimizer must be 'muon' or 'adam', got {cfg['optimizer']!r}")
 

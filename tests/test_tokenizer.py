@@ -244,6 +244,16 @@ def test_bad_training_settings_stop_early_with_one_line(override, message, tmp_p
         tokenizer.main([override, f"--out_dir={tmp_path}"])
 
 
+def test_video_weight_scales_the_video_batch_loss_only():
+    import tokenizer
+    model = tiny_tokenizer()
+    v, i = (torch.from_numpy(random_video(t))[None] for t in (5, 1))
+    cfg = dict(tokenizer.TRAIN_DEFAULTS, video_weight=1.0)
+    video_loss = tokenizer.reconstruction_loss(model, v, cfg["l1_weight"])
+    one, three = (tokenizer.training_loss(model, v, i, dict(cfg, video_weight=w)) for w in (1.0, 3.0))
+    torch.testing.assert_close(three - one, 2 * video_loss)
+
+
 def test_a_diverged_training_stops_with_one_line_and_saves_nothing(tmp_path, monkeypatch):
     """A NaN loss (as a too-high learning rate gives) stops the run at the next log step with
     what to change, instead of training on and saving a NaN tokenizer."""
