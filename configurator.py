@@ -88,6 +88,12 @@ POSITIVE = (lambda x: x > 0, "more than 0")
 FRACTION = (lambda x: 0 <= x <= 1, "between 0 and 1")
 
 
+def first_sentence(error):
+    """An exception's message cut to its first sentence of its first line (torch's load errors
+    run to a paragraph), for one-line error messages."""
+    return (str(error).strip().splitlines() or [""])[0].split(". ")[0][:200]
+
+
 def check_ranges(config, rules, error=SystemExit):
     """Stop at the first setting out of its range, naming it and the range to use. rules:
     [(keys, (test, range in words))]; keys missing from config are skipped (one rule list can

@@ -417,11 +417,11 @@ def main(argv=None):
     from tokenizer import load_tokenizer
     if cfg["calibrate"]:
         try:  # a bad tokenizer path stops here, not after the ground-truth columns
-            tok = cfg["tokenizer_path"] and load_tokenizer(cfg["tokenizer_path"], cfg["device"])
+            tok = load_tokenizer(cfg["tokenizer_path"], cfg["device"]) if cfg["tokenizer_path"] else None
         except (FileNotFoundError, RuntimeError) as e:
             raise SystemExit(f"error: {e}") from None
         results = calibrate(cfg["height"], cfg["width"], cfg["frames"], cfg["n_per_category"])
-        if tok:
+        if tok is not None:
             prompts = benchmark_prompts(cfg["height"], cfg["width"], cfg["frames"], cfg["n_per_category"])
             for name, videos in tokenizer_runs(prompts, tok).items():
                 results[name] = score_all(videos, prompts)

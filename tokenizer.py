@@ -467,9 +467,9 @@ def load_tokenizer(path, device="cpu"):
             model = VideoTokenizer(TokenizerConfig(**{"encoder_kernel": 3, **ckpt["config"]}))
         model.load_state_dict(ckpt["model"])
     except Exception as e:  # any unreadable or mismatched file: one message, not a traceback
-        why = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:200]  # its first sentence
+        from configurator import first_sentence
         raise RuntimeError(f"{path} is not a video tokenizer this version can read ({type(e).__name__}: "
-                           f"{why}): restore it, or {hint}") from None
+                           f"{first_sentence(e)}): restore it, or {hint}") from None
     model.stats = ckpt["stats"]
     return model.to(device).eval()
 

@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from configurator import (AT_LEAST_0, AT_LEAST_1, FRACTION, POSITIVE, check_ranges, configure,
-                          print_config)
+                          first_sentence, print_config)
 from masking import MASK_KINDS, training_mask
 from model import GPT, PRESETS, GPTConfig, device_peak_flops, prompt_pairs
 from optim import Combined, Muon
@@ -314,8 +314,8 @@ def load_checkpoint(path, device="cpu"):
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # truncated or foreign file: report it, never a traceback
-        why = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:200]  # its first sentence
-        raise SystemExit(f"error: {path} is not a readable checkpoint ({type(e).__name__}: {why}); "
+        raise SystemExit(f"error: {path} is not a readable checkpoint ({type(e).__name__}: "
+                         f"{first_sentence(e)}); "
                          f"it may be corrupt or from another program: retrain or restore it")
 
 
@@ -419,7 +419,7 @@ def check_config(cfg):
         (("learning_rate",), POSITIVE)])
     for key, choices in (("init_from", ("scratch", "resume")), ("dataset", ("shapes", "folder")),
                          ("model_size", tuple(PRESETS)), ("mask_kind", MASK_KINDS),
-                         ("prompt_template", tuple(TEMPLATES))):
+                         ("prompt_template", tuple(TEMPLATES)), ("text_vocab", ("words", "bytes"))):
         if cfg[key] not in choices:
             raise SystemExit(f"error: {key} must be one of {', '.join(map(repr, choices))}, "
                              f"got {cfg[key]!r}")
@@ -427,8 +427,6 @@ def check_config(cfg):
         model_config(cfg).validate()
     except ValueError as e:
         raise SystemExit(f"error: {e}")
-    if cfg["text_vocab"] not in ("words", "bytes"):
-        raise SystemExit(f"error: text_vocab must be 'words' or 'bytes', got {cfg['text_vocab']!r}")
     if cfg["optimizer"] not in ("adamw", "muon"):
         raise SystemExit(f"error: optimizer must be 'adamw' or 'muon', got {cfg['optimizer']!r}")
     if cfg["dtype"] not in ("float32", "bfloat16"):  # float16 would need loss scaling, which is not here

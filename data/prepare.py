@@ -215,8 +215,10 @@ def read_captions(folder):
         rows = []
         with open(jsonl) as f:
             for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
                 try:
-                    rows += [json.loads(line)] if line.strip() else []
+                    rows.append(json.loads(line))
                 except json.JSONDecodeError as e:
                     raise ValueError(f"{jsonl} line {n} is not JSON ({e}): write one "
                                      f'{{"file": "clip.mp4", "caption": "..."}} a line') from None
