@@ -5,10 +5,12 @@ Configuration for every script, nanoGPT-style: plain defaults in the script, the
     python train.py config/shapes_gpu.py --batch_size=32 --compile=False
 
 Values are parsed as Python literals and must have the default's type (an int is accepted
-where a float is expected); unknown keys are rejected with the list of valid ones.
+where a float is expected); unknown keys are rejected with the list of valid ones. --help (or -h)
+prints the script's docstring and every setting with its default and note.
 """
 import ast
 import os
+import re
 import sys
 
 
@@ -44,6 +46,9 @@ def configure(defaults, argv=None):
     Raises SystemExit with one clear message on an unknown key, a wrong type or a missing file.
     """
     argv = sys.argv[1:] if argv is None else argv
+    if "-h" in argv or "--help" in argv:
+        print_help(defaults)
+        raise SystemExit(0)
     config = dict(defaults)
 
     def update(key, value, source):
@@ -103,6 +108,38 @@ def check_ranges(config, rules, error=SystemExit):
             if key in config and not ok(config[key]):
                 message = f"--{key}={config[key]} is out of range: use {want}"
                 raise error(f"error: {message}" if error is SystemExit else message)
+
+
+def print_help(defaults):
+    """--help: the running script's docstring, then every key with its default and the comment
+    on the line of the key's first assignment in the script (`key = v  # note`, `a, b = 1, 2  #
+    note` or `key=v,  # note` in a dict), at most 4 spaces in: the defaults, not a function body."""
+    main = sys.modules["__main__"]
+    script = os.path.basename(getattr(main, "__file__", "") or "script.py")
+    notes, seen = {}, set()
+    try:
+        with open(main.__file__) as f:
+            for line in f:
+                if len(line) - len(line.lstrip()) > 4:
+                    continue
+                masked = re.sub(r"(['\"]).*?\1", lambda m: "_" * len(m.group()), line)  # strings out
+                cut = masked.find("#") if "#" in masked else len(line)
+                code, note = masked[:cut], line[cut + 1:].strip()
+                targets = re.findall(r"(?<![-\w])(\w+)\s*=(?!=)", code)  # not --key=v
+                many = re.match(r"\s*(\w+(?:\s*,\s*\w+)+)\s*=(?!=)", code)
+                for key in targets + (re.findall(r"\w+", many.group(1)) if many else []):
+                    if key in defaults and key not in seen:
+                        seen.add(key)
+                        if note:
+                            notes[key] = note
+    except (OSError, TypeError):
+        pass
+    print((main.__doc__ or "").strip() + "\n")
+    print(f"usage: python {script} [config/preset.py ...] [--key=value ...]; options and defaults:")
+    width = max(map(len, defaults))
+    for key in sorted(defaults):
+        line = f"  --{key:<{width}} = {defaults[key]!r}"
+        print(f"{line:<{width + 24}}  # {notes[key]}" if key in notes else line)
 
 
 def print_config(config):

@@ -6,6 +6,9 @@ how much of its bounding box a component fills (and, for the upward triangle, fr
 lying in the lower half); position from the centroid; motion from the centroid track over frames.
 Each prompt's check says whether the clip does what its caption asks; score_all averages them per
 category, and calibrate() shows that ground truth passes while random clips fail.
+
+    python eval.py --out_dir=out                      # ShapesBench on the model in out/
+    python eval.py --calibrate=True --tokenizer_path=out/tokenizer.pt   # the benchmark's own check
 """
 import textwrap
 from collections import Counter
@@ -16,6 +19,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from data.shapes import BACKGROUND, CATEGORIES, DIRECTIONS, PALETTE, benchmark_prompts
+from sample import CFG_SCALE, HISTORY_RATIO, STEPS, TEMPERATURE, TOKEN_TEMPERATURE
 
 COLOUR_NAMES = tuple(PALETTE)
 _BG = np.array(BACKGROUND, np.float32)
@@ -32,6 +36,21 @@ STEP_TOL = 0.05     # of the canvas side: most a per-frame step may differ from 
 RELATION_MIN = 0.08  # of the canvas side: centroids must differ this much along a relation's axis
 PLACE_TOL = 0.1     # of the canvas side: i2v frame 0 objects must sit this close to the given image's
 DETECTOR = 2  # raised whenever a detector change moves scores; scores cached by ablate.py carry it
+
+DEFAULTS = dict(  # python eval.py --key=value; python eval.py --help lists them
+    out_dir="out",                  # the training run to score: out_dir/ckpt, its tokenizer
+    ckpt="ckpt.pt",
+    calibrate=False,                # score ground truth, blurs, noise and random codes instead
+    tokenizer_path="",              # --calibrate: add its round trip; else: where the model's moved
+    height=32, width=32, frames=9,  # the clips of --calibrate (a model's own come from its data)
+    n_per_category=30,              # prompts per category (11 categories)
+    batch_size=32,                  # prompts generated at once
+    steps=STEPS, cfg=CFG_SCALE, history_ratio=HISTORY_RATIO,  # sampling, as in sample.py (its --help)
+    temperature=TEMPERATURE, token_temperature=TOKEN_TEMPERATURE,  # sampling, as in sample.py
+    seed=0,
+    name="",                        # the table's column name; empty: out_dir/ckpt
+    device="cuda" if torch.cuda.is_available() else "cpu",
+)
 
 
 def colour_labels(video):
@@ -404,12 +423,7 @@ def main(argv=None):
     import json
     import os
     from configurator import configure, print_config
-    from sample import CFG_SCALE, HISTORY_RATIO, STEPS, TEMPERATURE, TOKEN_TEMPERATURE
-    cfg = configure(dict(out_dir="out", ckpt="ckpt.pt", calibrate=False, tokenizer_path="",
-                         height=32, width=32, frames=9, n_per_category=30, batch_size=32,
-                         steps=STEPS, cfg=CFG_SCALE, temperature=TEMPERATURE,
-                         token_temperature=TOKEN_TEMPERATURE, history_ratio=HISTORY_RATIO, seed=0, name="",
-                         device="cuda" if torch.cuda.is_available() else "cpu"), argv)
+    cfg = configure(DEFAULTS, argv)
     print_config(cfg)
     from sample import check_sampling_args, load_codes_tokenizer, load_model
     check_sampling_args(cfg)

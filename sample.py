@@ -30,6 +30,26 @@ STEPS, CFG_SCALE, TEMPERATURE, HISTORY_RATIO = 8, 2.0, 4.5, 0.7
 # 0.21 at 1.0 (guidance 3), 0.53 at 0 (guidance 2.5) (README, "Sampling the most likely code").
 TOKEN_TEMPERATURE = 0.0
 
+DEFAULTS = dict(  # python sample.py --key=value; python sample.py --help lists them
+    out_dir="out",                  # the training run's folder: its checkpoint, tokenizer, samples/
+    ckpt="ckpt.pt",                 # the checkpoint in out_dir ('best.pt': lowest validation loss)
+    prompt="a red circle moves right",
+    prompt_file="",                 # a text file of prompts, one a line (instead of --prompt)
+    image="",                       # image-to-video: frame 0 from this image (the model's resolution)
+    frames=0,                       # pixel frames, 1 + k*s_t; 1: text-to-image; 0: the training clips'
+    num_samples=1,                  # per prompt
+    seed=0,
+    steps=STEPS,                    # MaskGIT steps a frame
+    cfg=CFG_SCALE,                  # classifier-free guidance scale; 1: the conditional alone
+    temperature=TEMPERATURE,        # Gumbel temperature on the confidence, annealed within a frame
+    token_temperature=TOKEN_TEMPERATURE,  # of the code draws; 0: each position's most likely code
+    history_ratio=HISTORY_RATIO,    # share of each finished frame masked in the history; 0: none
+    sample_dir="",                  # where the files go; empty: out_dir/samples
+    compile=False,                  # torch.compile the sampling step (CUDA graphs on a GPU)
+    tokenizer_path="",              # empty: the tokenizer the data was encoded with (in meta.json)
+    device="cuda" if torch.cuda.is_available() else "cpu",
+)
+
 
 def gumbel(shape, generator, device):
     """Standard Gumbel noise from an explicit generator (reproducible sampling)."""
@@ -268,12 +288,7 @@ def compile_for_sampling(model):
 def main(argv=None):
     from configurator import configure, print_config
     from tokenizer import encode_text, format_prompt, unknown_words
-    cfg = configure(dict(
-        out_dir="out", ckpt="ckpt.pt", prompt="a red circle moves right", prompt_file="",
-        image="", frames=0, num_samples=1, seed=0, steps=STEPS, cfg=CFG_SCALE, temperature=TEMPERATURE,
-        token_temperature=TOKEN_TEMPERATURE, history_ratio=HISTORY_RATIO, sample_dir="", compile=False,
-        tokenizer_path="", device="cuda" if torch.cuda.is_available() else "cpu"),
-        argv)
+    cfg = configure(DEFAULTS, argv)
     print_config(cfg)
     check_sampling_args(cfg)
     torch.set_flush_denormal(True)  # CPU: denormal floats are 10x slower and no more useful than 0

@@ -3,6 +3,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 
 import pytest
 import torch
@@ -42,6 +43,27 @@ def test_settings_out_of_range_stop_before_anything_runs(bad, tmp_path):
     with pytest.raises(SystemExit, match=f"{bad} is out of range"):
         train.main([bad, f"--out_dir={tmp_path}"])
     assert not tmp_path.joinpath("log.jsonl").exists()
+
+
+@pytest.mark.parametrize("script", ["train", "sample", "eval"])
+def test_help_lists_every_setting_with_its_default_and_note(script, capsys, monkeypatch, tmp_path):
+    module = __import__(script)
+    monkeypatch.setitem(sys.modules, "__main__", module)  # as `python {script}.py --help` runs
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        module.main(["--help", "--batch_size=0"])  # --help wins over anything else
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(module.__doc__.strip()) and f"python {script}.py" in out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  --")}
+    assert set(lines) == {f"--{k}" for k in module.DEFAULTS}
+    notes = dict(train=("--mask_kind", "'tube' | 'random' | 'diffusion_forcing'"),
+                 sample=("--history_ratio", "# share of each finished frame masked"),
+                 eval=("--steps", "# sampling, as in sample.py"))
+    key, note = notes[script]
+    assert note in lines[key] and "= 0.7" not in lines["--out_dir"]
+    assert "# " not in lines["--seed"]  # no note from a later, unrelated line
+    assert not os.listdir(tmp_path)  # nothing was run
 
 
 def test_overrides_take_the_settings_type():
