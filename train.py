@@ -59,7 +59,7 @@ n_embd = 0
 ffn_hidden = 0
 rope_kind = "mmrope"           # '1d' | 'mrope' | 'mmrope'
 rope_scaling = True            # scale visual positions by the tokenizer's compression
-attn_impl = "sdpa"             # 'sdpa' (dense mask) | 'flex' (FlexAttention, CUDA) | 'frames' (one SDPA call a frame)
+attn_impl = "sdpa"             # 'sdpa' (dense mask) | 'flex' (FlexAttention, CUDA) | 'frames' (SDPA a frame)
 grad_checkpoint = False        # activation checkpointing: recompute each block in backward
 loss_chunk = 0                 # rows per chunk of the masked-row loss; 0: automatic (model.loss_chunk_rows)
 # AR-DF
@@ -123,7 +123,8 @@ def run_header(cfg, device):
                              text=True, cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
     except OSError:
         git = ""
-    dev = torch.cuda.get_device_name(device) if str(device).startswith("cuda") else platform.processor() or "cpu"
+    on_gpu = str(device).startswith("cuda")
+    dev = torch.cuda.get_device_name(device) if on_gpu else platform.processor() or "cpu"
     header = dict(git=git or "unknown", python=platform.python_version(), torch=torch.__version__,
                   numpy=np.__version__, device=str(device), device_name=dev,
                   threads=torch.get_num_threads(), config=cfg)
@@ -450,7 +451,8 @@ def main(argv=None):
     if master:
         os.makedirs(cfg["out_dir"], exist_ok=True)
         header = run_header(cfg, device)
-    if cfg["dataset"] == "shapes" and master and not os.path.isfile(os.path.join(cfg["data_dir"], "meta.json")):
+    prepared = os.path.isfile(os.path.join(cfg["data_dir"], "meta.json"))
+    if cfg["dataset"] == "shapes" and master and not prepared:
         from data.prepare import prepare_shapes
         try:
             prepare_shapes(out=cfg["data_dir"], tokenizer_path=cfg["tokenizer_path"], height=cfg["height"],
@@ -611,7 +613,7 @@ def main(argv=None):
             dist.all_reduce(stats)
         loss_sum, text_sum, frame_loss, frame_count = stats[0], stats[1], *stats[2:].split(n_frames)
         loss = (loss_sum / count).item()
-        if not (math.isfinite(loss) and math.isfinite(float(grad_norm))):  # before the step spoils the weights
+        if not (math.isfinite(loss) and math.isfinite(float(grad_norm))):  # before the step spoils them
             raise SystemExit(f"error: loss {loss}, gradient norm {float(grad_norm)} at iter {iter_num}; "
                              f"stopping. The last good checkpoint is {ckpt_path}: resume from it "
                              f"with a lower learning_rate")

@@ -1,4 +1,5 @@
-# The paper's 3B shape (28 layers, d=3072, 24 q heads / 8 kv heads, head_dim 128), for real data on GPUs. Prepare your own data first:
+# The paper's 3B shape (28 layers, d=3072, 24 q heads / 8 kv heads, head_dim 128), for real data on
+# GPUs. Prepare your own data first:
 #   python data/prepare.py --folder=path/to/clips --out=data/shards/mine --height=256 --width=256 \
 #       --frames=25 --fps=12 --tokenizer_path=out_3b/tokenizer.pt
 # Official recipe (METHOD.md sec. 8): AdamW (0.9, 0.95), weight decay 0.1, grad clip 4.0,
