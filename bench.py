@@ -21,6 +21,29 @@ from sample import (CFG_SCALE, STEPS, FrameRunner, compile_for_sampling, generat
 from tokenizer import MASK, VISUAL_OFFSET, build_sequence, collate, layout
 from train import DEFAULTS as TRAIN_DEFAULTS, make_optimizer
 
+DEFAULTS = dict(  # python bench.py --key=value; python bench.py --help lists them
+    model_size="tiny",              # model.PRESETS, randomly initialised
+    n_visual=1000,                  # visual codebook: the head's width
+    frames=3, h=8, w=8,             # latent frames and codes per frame of the video
+    text_len=80,                    # text budget in tokens: half a prompt, half padding
+    batch_size=8,                   # clips per training step
+    sample_batch=1,                 # videos sampled at once
+    steps=STEPS,                    # MaskGIT steps a frame
+    repeat=3,                       # timed calls per figure, after one warm-up call
+    sample_repeat=0,                # timed calls per sampling figure; 0: repeat
+    next_token_frames=0,            # time next-token decoding over this many frames, then scale; 0: all
+    loss_rows=32768,                # masked rows for the loss-path memory figure
+    loss_chunk=0,                   # rows per chunk of the chunked loss; 0: automatic
+    compile=False,                  # torch.compile the model (the training step and the sampler)
+    attn_impl="sdpa",               # 'sdpa' | 'flex' | 'frames' (model.GPTConfig)
+    grad_checkpoint=False,          # recompute each block in backward
+    sections="sampling,attention,train,loss",  # which figures, comma-separated
+    optimizer="muon",               # the training step's: 'muon' (the shapes presets) or 'adamw' (the paper)
+    device="cuda" if torch.cuda.is_available() else "cpu",
+    dtype="bfloat16" if torch.cuda.is_available() else "float32",  # autocast dtype; float32: none
+    out="bench.json",               # every figure, as JSON
+)
+
 
 def sync(device):
     if str(device).startswith("cuda"):
@@ -225,14 +248,7 @@ def loss_path_memory(gpt_cfg, cfg, device):
 
 
 def main(argv=None):
-    cfg = configure(dict(
-        model_size="tiny", n_visual=1000, frames=3, h=8, w=8, text_len=80, batch_size=8,
-        sample_batch=1, steps=STEPS, repeat=3, sample_repeat=0, next_token_frames=0, loss_rows=32768,
-        loss_chunk=0, compile=False,
-        attn_impl="sdpa", grad_checkpoint=False, sections="sampling,attention,train,loss",
-        optimizer="muon",  # the training step's: 'muon' (the shapes presets) or 'adamw' (the paper)
-        device="cuda" if torch.cuda.is_available() else "cpu",
-        dtype="bfloat16" if torch.cuda.is_available() else "float32", out="bench.json"), argv)
+    cfg = configure(DEFAULTS, argv)
     print_config(cfg)
     check_ranges(cfg, [(("frames", "h", "w", "text_len", "batch_size", "sample_batch", "steps", "repeat",
                          "loss_rows"), AT_LEAST_1), (("loss_chunk", "sample_repeat", "next_token_frames"), AT_LEAST_0)])
