@@ -113,7 +113,8 @@ def check_ranges(config, rules, error=SystemExit):
 def print_help(defaults):
     """--help: the running script's docstring, then every key with its default and the comment
     on the line of the key's first assignment in the script (`key = v  # note`, `a, b = 1, 2  #
-    note` or `key=v,  # note` in a dict), at most 4 spaces in: the defaults, not a function body."""
+    note`, `key: type = v  # note` or `key=v,  # note` in a dict), at most 4 spaces in: the
+    defaults, not a function body."""
     main = sys.modules["__main__"]
     script = os.path.basename(getattr(main, "__file__", "") or "script.py")
     notes, seen = {}, set()
@@ -125,7 +126,7 @@ def print_help(defaults):
                 masked = re.sub(r"(['\"]).*?\1", lambda m: "_" * len(m.group()), line)  # strings out
                 cut = masked.find("#") if "#" in masked else len(line)
                 code, note = masked[:cut], line[cut + 1:].strip()
-                targets = re.findall(r"(?<![-\w])(\w+)\s*=(?!=)", code)  # not --key=v
+                targets = re.findall(r"(?<![-\w])(\w+)\s*(?::\s*\w+\s*)?=(?!=)", code)  # not --key=v
                 many = re.match(r"\s*(\w+(?:\s*,\s*\w+)+)\s*=(?!=)", code)
                 for key in targets + (re.findall(r"\w+", many.group(1)) if many else []):
                     if key in defaults and key not in seen:

@@ -9,6 +9,9 @@ Two halves:
 - the video tokenizer: a causal 3D convolutional autoencoder with FSQ, our stand-in for the
   official frozen Cosmos DV4x8x8 (same contract: the first frame is encoded alone, so an image
   is a 1-frame video; its compression factors are MM-RoPE's scales).
+
+    python tokenizer.py                          # train the default video tokenizer into out/
+    python tokenizer.py --levels="(8,5,5,5)" --out_dir=out_t1000   # 1000 codes instead of 125
 """
 import hashlib
 import math
