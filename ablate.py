@@ -44,6 +44,20 @@ STUDIES = {
     },
 }
 HISTORY_RATIOS = (0.0, 0.3, 0.5, 0.7, 0.9)
+
+DEFAULTS = dict(  # python ablate.py --key=value; python ablate.py --help lists them
+    study="rope",                   # 'rope' | 'mask' (training studies) | 'history' (one model)
+    out_dir="out_ablate",           # runs in out_dir/<study>/<arm>_s<seed>, the table in out_dir/<study>.md
+    seeds=3,                        # training seeds per arm (history: sampling seeds)
+    max_iters=train.max_iters,      # training steps per run
+    eval_interval=250,              # validation loss curve, every this many steps
+    n_per_category=10,              # ShapesBench prompts per category
+    cfg=CFG_SCALE, steps=STEPS,     # sampling, as in sample.py (its --help)
+    temperature=TEMPERATURE, token_temperature=TOKEN_TEMPERATURE,  # sampling, as in sample.py
+    train_args="",                  # more train.py settings for every run ("--batch_size=32 --device=cuda")
+    model_dir="",                   # history study: a model you already trained (else one is trained)
+    arms="",                        # only these arms, comma-separated (rope: 1d,mrope,mmrope_noscale,mmrope)
+)
 VIDEO_CATEGORIES = ("motion", "consistency", "smoothness", "i2v")
 
 
@@ -304,10 +318,7 @@ def plot_curves(curves, path):
 
 
 def main(argv=None):
-    cfg = configure(dict(study="rope", out_dir="out_ablate", seeds=3, max_iters=train.max_iters,
-                         eval_interval=250, n_per_category=10, cfg=CFG_SCALE, steps=STEPS,
-                         temperature=TEMPERATURE, token_temperature=TOKEN_TEMPERATURE, train_args="",
-                         model_dir="", arms=""), argv)
+    cfg = configure(DEFAULTS, argv)
     print_config(cfg)
     check_ranges(cfg, [(("seeds", "max_iters", "eval_interval", "n_per_category", "steps"), AT_LEAST_1)])
     if cfg["study"] not in (*STUDIES, "history"):
