@@ -116,10 +116,11 @@ def print_help(defaults):
     note`, `key: type = v  # note` or `key=v,  # note` in a dict), at most 4 spaces in: the
     defaults, not a function body."""
     main = sys.modules["__main__"]
-    script = os.path.basename(getattr(main, "__file__", "") or "script.py")
+    path = getattr(main, "__file__", None) or ""  # none in an interactive session
+    script = os.path.basename(path) or "script.py"
     notes, seen = {}, set()
     try:
-        with open(main.__file__) as f:
+        with open(path) as f:
             for line in f:
                 if len(line) - len(line.lstrip()) > 4:
                     continue
@@ -133,7 +134,7 @@ def print_help(defaults):
                         seen.add(key)
                         if note:
                             notes[key] = note
-    except (OSError, TypeError):
+    except OSError:
         pass
     print((main.__doc__ or "").strip() + "\n")
     print(f"usage: python {script} [config/preset.py ...] [--key=value ...]; options and defaults:")
