@@ -117,7 +117,7 @@ def print_help(defaults):
     defaults, not a function body."""
     main = sys.modules["__main__"]
     path = getattr(main, "__file__", None) or ""  # none in an interactive session
-    script = os.path.basename(path) or "script.py"
+    script = os.path.relpath(path) if path else "script.py"  # data/prepare.py from the root
     notes, seen = {}, set()
     try:
         with open(path) as f:
@@ -137,7 +137,7 @@ def print_help(defaults):
     except OSError:
         pass
     print((main.__doc__ or "").strip() + "\n")
-    print(f"usage: python {script} [config/preset.py ...] [--key=value ...]; options and defaults:")
+    print(f"usage: python {script} [preset.py ...] [--key=value ...]; options and defaults:")
     width = max(map(len, defaults))
     for key in sorted(defaults):
         line = f"  --{key:<{width}} = {defaults[key]!r}"
