@@ -121,7 +121,8 @@ def bench_sampling(model, cfg, device, save):
         timed_frames = nt_frames if name.startswith("next_token") else frames
         s = s * frames / timed_frames  # the whole video
         key = name + ("_compiled" if compiled else "")
-        out[key] = dict(s_per_video=s, timed_frames=timed_frames, ms_per_frame=1000 * s / frames, frames_per_s=frames / s,
+        out[key] = dict(s_per_video=s, timed_frames=timed_frames, ms_per_frame=1000 * s / frames,
+                        frames_per_s=frames / s,
                         # the whole video over its MaskGIT steps: the prefill and cache writes count in
                         ms_per_step=1000 * s / (frames * cfg["steps"]) if name.startswith("ar_df") else None,
                         peak_mem_gb=torch.cuda.max_memory_allocated() / 1e9 if str(device).startswith("cuda") else None)
