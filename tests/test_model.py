@@ -225,6 +225,42 @@ def test_the_model_rotates_with_its_configured_rope(kind, scales):
     torch.testing.assert_close(sin, want_sin)
 
 
+def test_attention_normalises_q_and_k_per_head_before_rope():
+    """One attention layer against the method written out: QK-norm over head_dim (with its
+    learned weight), then RoPE, then frame-causal attention with the kv heads shared (GQA).
+    The weights are perturbed from their init of 1, where norm and rotation would commute."""
+    from rope import apply_rope
+    model, b = tiny_model(), batch()
+    attn, d, n_head = model.blocks[0].attn, model.cfg.head_dim, model.cfg.n_head
+    with torch.no_grad():
+        attn.q_norm.weight.uniform_(0.2, 3.0)
+        attn.k_norm.weight.uniform_(0.2, 3.0)
+    x = torch.randn(2, b["idx"].shape[1], model.cfg.n_embd)
+    cos, sin = model.rope(b["frame"], b["row"], b["col"])
+    mask = attention_mask(b["frame"])
+
+    def reference(norm_first):
+        B, L, _ = x.shape
+        q, k, v = attn.qkv(x).split([n_head * d, d, d], -1)  # one kv head
+        q, k, v = q.view(B, L, n_head, d).transpose(1, 2), k.view(B, L, 1, d).transpose(1, 2), \
+            v.view(B, L, 1, d).transpose(1, 2)
+        q_norm = lambda t: F.rms_norm(t, (d,), attn.q_norm.weight, model.cfg.norm_eps)
+        k_norm = lambda t: F.rms_norm(t, (d,), attn.k_norm.weight, model.cfg.norm_eps)
+        if norm_first:
+            q, k = apply_rope(q_norm(q), cos, sin), apply_rope(k_norm(k), cos, sin)
+        else:
+            q, k = q_norm(apply_rope(q, cos, sin)), k_norm(apply_rope(k, cos, sin))
+        scores = (q @ k.expand(B, n_head, L, d).mT) / d ** 0.5
+        scores = scores.masked_fill(~mask[:, None], float("-inf")).softmax(-1)
+        y = (scores @ v.expand(B, n_head, L, d)).transpose(1, 2).reshape(B, L, n_head * d)
+        return attn.proj(y)
+
+    with torch.no_grad():
+        out = attn(x, cos, sin, mask)
+        torch.testing.assert_close(out, reference(norm_first=True), atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(out, reference(norm_first=False), atol=1e-3)  # the order shows
+
+
 def test_train_config_turns_rope_scaling_off():
     import train
     meta = dict(compression=[2, 3, 5], codebook_size=32)

@@ -153,6 +153,45 @@ def test_the_least_confident_tokens_are_masked_again():
     assert not (x == MASK).any()
 
 
+def test_the_gumbel_temperature_is_the_same_in_every_frame():
+    """The confidence noise restarts with every frame: a later frame is unmasked in the same
+    noisy order as frame 0 (the official code compounds the temperature to 0 after frame 0,
+    a bug: METHOD.md sec. 6)."""
+    def remasked_after_step_0(k, temperature):
+        stub = FixedLogits(8)
+        unmask_frame(stub, k, 1, 2, 1.0, temperature, torch.Generator().manual_seed(0))
+        return (stub.seen[1][0] == MASK).nonzero().flatten().tolist()
+    noisy = remasked_after_step_0(0, 100.0)
+    assert noisy != remasked_after_step_0(0, 0.0)  # the noise, not the confidence, picks them
+    assert remasked_after_step_0(2, 100.0) == noisy
+
+
+class RandomLogits:
+    """A stand-in for FrameRunner with fresh random logits every step; records its inputs."""
+    def __init__(self, n, rows, seed=0):
+        self.n, self.idx, self.seen = n, torch.zeros(rows, 1, dtype=torch.long), []
+        self.g = torch.Generator().manual_seed(seed)
+
+    def logits(self, k, tokens):
+        self.seen.append(tokens.clone())
+        return 3 * torch.randn(tokens.shape[0], self.n, V, generator=self.g)
+
+
+@pytest.mark.parametrize("token_temperature", [0.0, 1.0])
+def test_decided_tokens_stay_decided(token_temperature):
+    """Once a step keeps a token, later steps neither redraw it nor mask it again, however the
+    new logits disagree: each step only shrinks the masked set, on the cosine schedule."""
+    stub = RandomLogits(64, rows=2)
+    x = unmask_frame(stub, 0, 2, 8, 1.0, 4.5, torch.Generator().manual_seed(0),
+                     token_temperature=token_temperature)
+    states = stub.seen + [x]
+    for before, after in zip(states, states[1:]):
+        decided = before != MASK
+        assert torch.equal(after[decided], before[decided])
+        assert ((after != MASK).sum(1) > decided.sum(1)).all()
+    assert not (x == MASK).any()
+
+
 def test_text_to_image_is_one_frame(model):
     out = generate(model, prompts(), 1, H, W, TEXT_LEN, steps=3, progress=False)
     assert out.shape == (2, 1, H, W)

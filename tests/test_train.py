@@ -313,8 +313,75 @@ def test_validation_without_the_prompt_keeps_clips_and_masks(shards):
         n_vis = int((cond["frame"][0] >= 0).sum())  # visual slots: the same count in every row
         for key in ("targets", "loss_mask", "frame", "row", "col"):
             assert torch.equal(cond[key][:, -n_vis:], uncond[key][:, -n_vis:]), key
-        assert (cond["frame"] == TEXT_FRAME).any(1).sum() >= 3  # text_drop: a few rows lose it
+        assert (cond["frame"] == TEXT_FRAME).any(1).sum() >= 3  # most rows keep their prompt
         assert not (uncond["frame"] == TEXT_FRAME).any()
+
+
+@pytest.mark.parametrize("kind", ["tube", "random", "diffusion_forcing"])
+def test_training_batches_hide_exactly_the_tokens_the_loss_scores(shards, kind):
+    """The input holds MASK exactly where the loss is taken, only on visual tokens, and the
+    clean codes everywhere else; the targets are clean. Tube masks hide the same spots in every
+    frame, at least the floor's share of each frame; the other kinds do not line up in time."""
+    from tokenizer import MASK
+    cfg = dict(train.DEFAULTS, data_dir=str(shards / "shards"), batch_size=8, image_ratio=0.0,
+               mask_kind=kind)
+    data = train.Batches(cfg, "train", 0)
+    _, F, h, w = data.kinds["video"][0].shape
+    lined_up = []
+    for step in range(4):
+        b = data.get(step)
+        hidden = b["loss_mask"]
+        assert torch.equal(b["idx"] == MASK, hidden)
+        assert torch.equal(b["idx"][~hidden], b["targets"][~hidden])
+        assert not (b["targets"] == MASK).any() and (b["frame"][hidden] >= 0).all()
+        per_frame = hidden[:, -F * h * w:].view(-1, F, h * w)
+        lined_up += (per_frame == per_frame[:, :1]).all(2).all(1).tolist()
+        if kind == "tube":
+            assert (per_frame[:, 0].sum(1) >= round(cfg["mask_floor"] * h * w)).all()
+    assert all(lined_up) == (kind == "tube") and any(lined_up) == (kind == "tube")
+
+
+def test_text_dropout_drops_the_configured_share_of_prompts(shards):
+    """Classifier-free guidance's training half: text_drop of the rows start at the video."""
+    from tokenizer import TEXT_FRAME
+    for p in (0.0, 0.5):
+        cfg = dict(train.DEFAULTS, data_dir=str(shards / "shards"), batch_size=16, text_drop=p)
+        data = train.Batches(cfg, "train", 0)
+        kept = torch.cat([(data.get(step)["frame"] == TEXT_FRAME).any(1) for step in range(20)])
+        dropped = 1 - kept.float().mean().item()
+        assert dropped == 0.0 if p == 0 else 0.4 < dropped < 0.6
+
+
+def test_the_loss_is_one_mean_over_the_masked_tokens_of_the_global_batch(shards, tmp_path):
+    """METHOD.md sec. 5: the loss averages every masked token of the global batch, not the
+    micro-batches' own means. At seed 1, step 0 is an image micro-batch (about 200 masked
+    tokens) and a video one (about 600): the gradient of the first step (AdamW's first moment,
+    unclipped) must be that of sum(loss_sum) / sum(count); the mean of the two means differs."""
+    from configurator import configure
+    from model import GPT
+    argv = args(shards, tmp_path, seed=1, gradient_accumulation_steps=2, max_iters=1, eval_interval=100,
+                optimizer="adamw", grad_clip=0.0)
+    cfg = configure(train.DEFAULTS, argv)
+    data = train.Batches(cfg, "train", 0)
+    micro = [data.get(0, m) for m in (0, 1)]
+    assert sorted(int(b["frame"].max()) for b in micro) == [0, 2]
+
+    def gradient(objective):
+        torch.manual_seed(cfg["seed"])  # train.main's initialisation
+        model = GPT(train.model_config(cfg, data.meta))
+        outs = [model(b["idx"], b["frame"], b["row"], b["col"], targets=b["targets"],
+                      loss_mask=b["loss_mask"]) for b in micro]
+        objective(outs).backward()
+        ps = list(model.parameters())  # in the optimiser's order: matrices, then the rest
+        return torch.cat([p.grad.flatten() for p in [p for p in ps if p.dim() >= 2] + [p for p in ps if p.dim() < 2]])
+
+    want = gradient(lambda outs: sum(o["loss_sum"] for o in outs) / sum(o["count"] for o in outs))
+    other = gradient(lambda outs: sum(o["loss_sum"] / o["count"] for o in outs) / len(outs))
+    assert (want - other).norm() > 0.02 * want.norm()  # 3.7%: the two are told apart
+    train.main(argv)
+    state = torch.load(tmp_path / "ckpt.pt", weights_only=True)["optimizer"]["state"]
+    got = torch.cat([state[i]["exp_avg"].flatten() for i in range(len(state))]) / (1 - cfg["beta1"])
+    assert (got - want).norm() < 1e-4 * want.norm()
 
 
 def test_resume_with_another_text_loss_setting_is_a_clear_error(shards, tmp_path):
