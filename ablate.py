@@ -128,6 +128,19 @@ def cfg_extra(cfg):
     return cfg["train_args"].split() if cfg["train_args"] else []
 
 
+def check_train_args(cfg):
+    """--train_args may not set what the study itself sets per run: its arms' settings, the seed,
+    the run's folder and length (each arm would silently train the same model)."""
+    owned = {"seed", "out_dir", "max_iters", "eval_interval", "init_from", "sample_prompts"}
+    owned |= {k for arm in STUDIES.get(cfg["study"], {}).values() for k in arm}
+    given = {a.split("=")[0].lstrip("-") for a in cfg_extra(cfg) if a.startswith("--")}
+    clash = sorted(given & owned)
+    if clash:
+        raise SystemExit(f"error: --train_args sets {', '.join(clash)}, which ablate.py sets for each run "
+                         f"(the arms, --seeds, --out_dir, --max_iters, --eval_interval): drop "
+                         f"{'it' if len(clash) == 1 else 'them'} from --train_args")
+
+
 def val_curve(out):
     """[(iter, val_loss, per-frame val loss)] from a run's log."""
     with open(os.path.join(out, "log.jsonl")) as f:  # a resumed run may log an iteration twice
@@ -323,6 +336,7 @@ def main(argv=None):
     check_ranges(cfg, [(("seeds", "max_iters", "eval_interval", "n_per_category", "steps"), AT_LEAST_1)])
     if cfg["study"] not in (*STUDIES, "history"):
         raise SystemExit(f"error: unknown study {cfg['study']!r}; choose rope, mask or history")
+    check_train_args(cfg)
     if cfg["study"] == "history" and cfg["arms"]:
         raise SystemExit("error: the history study has no arms (it scores one model at each ratio); drop --arms")
     result = history_study(cfg) if cfg["study"] == "history" else training_study(cfg)

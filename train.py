@@ -407,6 +407,11 @@ def write_samples(raw_model, tok, cfg, meta, device):
 
 # -----------------------------------------------------------------------------
 
+RUN_FILES = ("ckpt.pt", "best.pt", "log.jsonl")  # what a run writes in out_dir; a new run writes none over
+# the model's shape and positions: a resumed run takes them from its checkpoint, never from the command
+SHAPE_KEYS = ("n_layer", "n_head", "n_kv_head", "n_embd", "ffn_hidden", "rope_kind", "rope_scales")
+
+
 def check_config(cfg):
     """Settings that would crash deep inside the run, or train on nothing, stop here."""
     check_ranges(cfg, [
@@ -439,9 +444,11 @@ def main(argv=None):
     cfg = configure(DEFAULTS, argv)
     check_config(cfg)
     ckpt_path = os.path.join(cfg["out_dir"], "ckpt.pt")
-    if cfg["init_from"] == "scratch" and os.path.exists(ckpt_path):  # never overwrite a run
-        raise SystemExit(f"error: {ckpt_path} exists: continue that run with --init_from=resume, "
-                         f"or start a new one in another --out_dir (or delete the old run first)")
+    earlier = [f for f in RUN_FILES if os.path.exists(os.path.join(cfg["out_dir"], f))]
+    if cfg["init_from"] == "scratch" and earlier:  # never overwrite a run, nor what is left of one
+        raise SystemExit(f"error: {cfg['out_dir']} holds an earlier run ({', '.join(earlier)} exists): "
+                         f"continue it with --init_from=resume, or start a new one in another "
+                         f"--out_dir (or delete the old run first)")
     if cfg["init_from"] == "resume" and not os.path.isfile(ckpt_path):  # before any data is prepared
         raise SystemExit(f"error: no checkpoint at {ckpt_path} to resume: point --out_dir at the run, "
                          f"or start one with --init_from=scratch")
@@ -458,7 +465,7 @@ def main(argv=None):
             prepare_shapes(out=cfg["data_dir"], tokenizer_path=cfg["tokenizer_path"], height=cfg["height"],
                            width=cfg["width"], frames=cfg["frames"], fps=cfg["fps"], device=str(device),
                            tokenizer_args=cfg["tokenizer_args"])
-        except ValueError as e:  # a resolution or frame count the tokenizer cannot take
+        except (ValueError, FileExistsError) as e:  # a geometry it cannot take, no tokenizer, files there
             raise SystemExit(f"error: {e}")
     if world > 1:
         dist.barrier()
@@ -490,7 +497,15 @@ def main(argv=None):
         model = model_from_checkpoint(ckpt, ckpt_path, attn_impl=cfg["attn_impl"],
                                       grad_checkpoint=cfg["grad_checkpoint"],
                                       loss_chunk=cfg["loss_chunk"]).to(device)
-        gpt_cfg = model.cfg
+        gpt_cfg, asked = model.cfg, model_config(cfg, meta)
+        differ = [k for k in SHAPE_KEYS if getattr(gpt_cfg, k) != getattr(asked, k)]
+        if differ:
+            raise SystemExit(f"error: {ckpt_path} holds a model with "
+                             + ", ".join(f"{k}={getattr(gpt_cfg, k)!r}" for k in differ)
+                             + "; this run asks for "
+                             + ", ".join(f"{k}={getattr(asked, k)!r}" for k in differ)
+                             + ": resume it with the settings it was trained with (--model_size, its "
+                               "shape keys, --rope_kind, --rope_scaling)")
         if gpt_cfg.text_head != (cfg["text_loss"] > 0):
             raise SystemExit(f"error: {ckpt_path} was trained {'with' if gpt_cfg.text_head else 'without'} "
                              f"the text loss: resume it with --text_loss="

@@ -19,6 +19,7 @@ import csv
 import json
 import os
 import shlex
+import shutil
 import sys
 import zlib
 
@@ -51,8 +52,9 @@ def _no_shards(out):
 
 
 def _damaged(out, what):
-    return ValueError(f"the token shards in {out!r} are damaged ({what}): prepare them again with "
-                      f"the command that made them (python data/prepare.py --out={out} with the same "
+    return ValueError(f"the token shards in {out!r} are damaged ({what}): delete the folder and prepare "
+                      f"them again with the command that made them (python data/prepare.py --out={out} "
+                      f"with the same "
                       f"--folder, --height, --width, --frames and --fps); shapes shards that "
                       f"train.py made, it makes again once the folder is deleted")
 
@@ -91,14 +93,32 @@ def load_shards(out, split, kind):
     return codes, records
 
 
+SHARD_FILES = {f"{split}_{kind}.{ext}" for split in ("train", "val") for kind in ("video", "image")
+               for ext in ("bin", "jsonl")}
+
+
+def check_out(out):
+    """Shards are never written over: a folder that holds complete shards (meta.json) or files that
+    are not shards stops the run. An unfinished earlier attempt (shards, no meta.json) is replaced."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise FileExistsError(f"--out={out} is a file, not a folder: give another --out")
+    held = set(os.listdir(out)) if os.path.isdir(out) else set()
+    if "meta.json" in held or held - SHARD_FILES:
+        what = "token shards" if "meta.json" in held else "other files"
+        raise FileExistsError(f"{out!r} already holds {what}: give another --out, or delete that "
+                              f"folder first")
+
+
 class ShardWriter:
-    """Buffers (clip, record) pairs per (split, kind), encodes them in batches, appends to disk."""
+    """Buffers (clip, record) pairs per (split, kind), encodes them in batches, appends to disk.
+    Writes into out + '.partial' and renames it to out at close(): an interrupted run leaves no
+    folder that looks finished, and never touches one that is."""
 
     def __init__(self, out, tokenizer, batch_size):
-        os.makedirs(out, exist_ok=True)
-        if os.path.exists(os.path.join(out, "meta.json")):
-            print(f"replacing the shards in {out}")
-            os.remove(os.path.join(out, "meta.json"))  # the folder is incomplete until we finish
+        check_out(out)
+        self.final, out = out, out.rstrip("/\\") + ".partial"
+        shutil.rmtree(out, ignore_errors=True)  # ours: an earlier interrupted attempt
+        os.makedirs(out)
         self.out, self.tokenizer, self.batch_size = out, tokenizer, batch_size
         self.dtype = np.uint16 if tokenizer.codebook_size <= 65536 else np.uint32
         self.buffers, self.files, self.counts = {}, {}, {}
@@ -145,6 +165,9 @@ class ShardWriter:
                     dtype=np.dtype(self.dtype).name)
         with open(os.path.join(self.out, "meta.json"), "w") as f:
             json.dump(meta, f, indent=1)
+        check_out(self.final)  # still free: nothing appeared there meanwhile
+        shutil.rmtree(self.final, ignore_errors=True)  # empty, or an unfinished attempt's shards
+        os.replace(self.out, self.final)
         return meta
 
 
@@ -168,7 +191,10 @@ def get_tokenizer(tokenizer_path, height, width, frames, device, tokenizer_args=
         print(f"no tokenizer at {tokenizer_path}: training one (python tokenizer.py {tokenizer_args})")
         cfg = tokenizer_config(tokenizer_path, height, width, frames, device, tokenizer_args)
         train_tokenizer(cfg, path=tokenizer_path)
-    return load_tokenizer(tokenizer_path, device)
+    try:
+        return load_tokenizer(tokenizer_path, device)
+    except RuntimeError as e:  # not a tokenizer: the callers' one-line errors take ValueError
+        raise ValueError(str(e)) from None
 
 
 def resolve(overrides):
@@ -189,6 +215,7 @@ def prepare_shapes(**overrides):
     from data.shapes import make_sample
     cfg = resolve(overrides)
     H, W, T = cfg["height"], cfg["width"], cfg["frames"]
+    check_out(cfg["out"])  # before minutes of tokenizer training
     tokenizer = get_tokenizer(cfg["tokenizer_path"], H, W, T, cfg["device"], cfg["tokenizer_args"])
     tokenizer.check_geometry(T, H, W)
     writer = ShardWriter(cfg["out"], tokenizer, cfg["batch_size"])
@@ -297,6 +324,7 @@ def prepare_folder(folder, **overrides):
     if not set(files) & set(captions):  # before a tokenizer is trained or a shard written
         raise ValueError(f"none of the {len(files)} files in {folder!r} has a caption (the captions "
                          f"file names e.g. {sorted(captions)[:3]}, the folder holds e.g. {files[:3]})")
+    check_out(cfg["out"])
     tokenizer = get_tokenizer(cfg["tokenizer_path"], H, W, T, cfg["device"], cfg["tokenizer_args"])
     tokenizer.check_geometry(T, H, W)
     writer = ShardWriter(cfg["out"], tokenizer, cfg["batch_size"])
@@ -340,7 +368,7 @@ if __name__ == "__main__":
     try:
         meta = (prepare_folder(config["folder"], **options) if config["folder"]
                 else prepare_shapes(**options))
-    except (ValueError, FileNotFoundError) as e:  # bad geometry, no files, no captions file
+    except (ValueError, FileNotFoundError, FileExistsError) as e:  # bad geometry, no files, shards there
         raise SystemExit(f"error: {e}")
     print(f"wrote {config['out']}: counts {meta['counts']}, latent shapes {meta['latent_shape']}, "
           f"codes as {meta['dtype']}")

@@ -82,6 +82,16 @@ def test_arms_split_a_study_into_lanes(shards, tmp_path):
         ablate.main(study_args(shards, tmp_path, "rope") + ["--seeds=0"])
 
 
+def test_train_args_may_not_set_what_the_study_sets_per_run(tmp_path):
+    """An arm's setting or the seed in --train_args would make every arm and seed one model."""
+    for study, extra, clash in (("rope", "--rope_kind=1d --seed=7 --batch_size=2", "rope_kind, seed"),
+                                ("mask", "--mask_kind=tube", "mask_kind"),
+                                ("history", "--out_dir=x", "out_dir")):
+        with pytest.raises(SystemExit, match=f"--train_args sets {clash}, which ablate.py sets"):
+            ablate.main([f"--study={study}", f"--out_dir={tmp_path}", f"--train_args={extra}"])
+    assert not os.listdir(tmp_path)  # stopped before anything ran
+
+
 @pytest.mark.skipif(ablate.fcntl is None, reason="claims need fcntl (not on Windows)")
 def test_lanes_share_runs_through_claims(shards, tmp_path):
     """The same study command in two lanes: a run claimed by another lane is left to it, a claim

@@ -132,6 +132,39 @@ def test_video_and_unreadable_and_uncaptioned_files(tmp_path, tokenizer_path, ca
     assert codes.shape == (1, 2, 4, 4) and records[0]["file"] == "clip.mp4"
 
 
+def test_shards_are_never_written_over(tmp_path, tokenizer_path, monkeypatch):
+    """A folder of finished shards, or of other files, stops the run before anything is written;
+    an interrupted run leaves no folder that looks finished, and the next run completes it."""
+    from data import prepare
+    opts = dict(options(tmp_path, tokenizer_path), n_train_video=3, n_train_image=2, n_val_video=1,
+                n_val_image=1)
+    del opts["val_fraction"]
+    out = tmp_path / "shards"
+    calls = []
+    def interrupted(self, split, kind):
+        calls.append(1)
+        raise KeyboardInterrupt
+    with monkeypatch.context() as m:
+        m.setattr(prepare.ShardWriter, "flush", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            prepare_shapes(**opts)
+    assert calls and not out.exists()  # only out.partial: nothing that load_meta would take
+    prepare_shapes(**opts)
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    with pytest.raises(FileExistsError, match="already holds token shards: give another --out"):
+        prepare_shapes(**opts)
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="already holds other files"):
+        prepare_shapes(**dict(opts, out=str(other)))
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    assert (other / "notes.txt").read_text() == "mine"
+    (tmp_path / "bad.pt").write_bytes(b"not a tokenizer")
+    with pytest.raises(ValueError, match="bad.pt is not a video tokenizer"):
+        prepare_shapes(**dict(opts, out=str(tmp_path / "new"), tokenizer_path=str(tmp_path / "bad.pt")))
+
+
 def test_damaged_shards_say_to_prepare_again(tmp_path, tokenizer_path):
     opts = options(tmp_path, tokenizer_path)
     del opts["val_fraction"]

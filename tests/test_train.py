@@ -210,7 +210,7 @@ def test_missing_and_corrupt_checkpoints_are_clear_errors(shards, tmp_path):
     with pytest.raises(SystemExit, match="not a readable checkpoint"):
         train.main(args(shards, tmp_path, init_from="resume"))
     assert (tmp_path / "ckpt.pt").read_bytes() == b"not a checkpoint"  # the user's file is kept
-    with pytest.raises(SystemExit, match="exists: continue that run with --init_from=resume"):
+    with pytest.raises(SystemExit, match=r"\(ckpt.pt exists\): continue it with --init_from=resume"):
         train.main(args(shards, tmp_path))  # a new run never overwrites an old one's checkpoint
     assert (tmp_path / "ckpt.pt").read_bytes() == b"not a checkpoint"
     train.main(args(shards, tmp_path / "old", max_iters=2))
@@ -219,6 +219,27 @@ def test_missing_and_corrupt_checkpoints_are_clear_errors(shards, tmp_path):
     torch.save(ckpt, tmp_path / "old" / "ckpt.pt")
     with pytest.raises(SystemExit, match="older nanolumos.*visual codes at token 260"):
         train.main(args(shards, tmp_path / "old", max_iters=3, init_from="resume"))
+
+
+@pytest.mark.parametrize("left", ["best.pt", "log.jsonl"])
+def test_a_new_run_never_writes_over_what_an_earlier_run_left(shards, tmp_path, left):
+    """A folder with an earlier run's best checkpoint or log, but no ckpt.pt, is still a run."""
+    (tmp_path / left).write_bytes(b"kept")
+    with pytest.raises(SystemExit, match=rf"holds an earlier run \({left} exists\)"):
+        train.main(args(shards, tmp_path))
+    assert (tmp_path / left).read_bytes() == b"kept" and not (tmp_path / "ckpt.pt").exists()
+
+
+def test_resume_with_another_model_shape_is_a_clear_error(shards, tmp_path):
+    """A resumed run takes its model from the checkpoint; a command asking for another shape or
+    RoPE stops, instead of training the old model under a config that says otherwise."""
+    train.main(args(shards, tmp_path, max_iters=2))
+    with pytest.raises(SystemExit, match="n_layer=2; this run asks for n_layer=3"):
+        train.main(args(shards, tmp_path, max_iters=3, init_from="resume", n_layer=3))
+    with pytest.raises(SystemExit, match="rope_kind='mmrope'; this run asks for rope_kind='1d'"):
+        train.main(args(shards, tmp_path, max_iters=3, init_from="resume", rope_kind="1d"))
+    train.main(args(shards, tmp_path, max_iters=3, init_from="resume"))
+    assert sorted(train_losses(tmp_path)) == [1, 2, 3]
 
 
 def test_data_of_another_geometry_and_a_bad_dtype_are_clear_errors(shards, tmp_path):
@@ -373,7 +394,8 @@ def test_the_loss_is_one_mean_over_the_masked_tokens_of_the_global_batch(shards,
                       loss_mask=b["loss_mask"]) for b in micro]
         objective(outs).backward()
         ps = list(model.parameters())  # in the optimiser's order: matrices, then the rest
-        return torch.cat([p.grad.flatten() for p in [p for p in ps if p.dim() >= 2] + [p for p in ps if p.dim() < 2]])
+        ps = [p for p in ps if p.dim() >= 2] + [p for p in ps if p.dim() < 2]
+        return torch.cat([p.grad.flatten() for p in ps])
 
     want = gradient(lambda outs: sum(o["loss_sum"] for o in outs) / sum(o["count"] for o in outs))
     other = gradient(lambda outs: sum(o["loss_sum"] / o["count"] for o in outs) / len(outs))
