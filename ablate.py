@@ -56,6 +56,7 @@ DEFAULTS = dict(  # python ablate.py --key=value; python ablate.py --help lists 
     temperature=TEMPERATURE, token_temperature=TOKEN_TEMPERATURE,  # sampling, as in sample.py
     train_args="",                  # more train.py settings for every run ("--batch_size=32 --device=cuda")
     model_dir="",                   # history study: a model you already trained (else one is trained)
+    tokenizer_path="",              # where the runs' video tokenizer is, if moved since (eval.py's)
     arms="",                        # only these arms, comma-separated (rope: 1d,mrope,mmrope_noscale,mmrope)
 )
 VIDEO_CATEGORIES = ("motion", "consistency", "smoothness", "i2v")
@@ -164,7 +165,8 @@ def bench(out, cfg, history_ratio=HISTORY_RATIO, seed=0):
                                    f"--history_ratio={history_ratio}", f"--seed={seed}",
                                    f"--cfg={cfg['cfg']}", f"--steps={cfg['steps']}",
                                    f"--temperature={cfg['temperature']}",
-                                   f"--token_temperature={cfg['token_temperature']}"])
+                                   f"--token_temperature={cfg['token_temperature']}",
+                                   f"--tokenizer_path={cfg['tokenizer_path']}"])
         with open(path, "w") as f:
             json.dump(scores, f)
     with open(path) as f:

@@ -9,11 +9,12 @@ vs 1D RoPE and the chunked masked-row loss vs full logits.
 """
 import contextlib
 import json
+import os
 import time
 
 import torch
 
-from configurator import AT_LEAST_0, AT_LEAST_1, check_ranges, configure, print_config
+from configurator import AT_LEAST_0, AT_LEAST_1, check_ranges, configure, print_config, writable_dir
 from masking import flex_block_mask, frame_layout, training_mask
 from model import GPT, PRESETS, GPTConfig, device_peak_flops, loss_chunk_rows
 from sample import (CFG_SCALE, STEPS, FrameRunner, compile_for_sampling, generate, guided,
@@ -262,6 +263,11 @@ def main(argv=None):
     if not set(sections) <= {"sampling", "attention", "train", "loss"}:
         raise SystemExit(f"error: --sections takes a comma-separated subset of sampling,attention,train,loss; "
                          f"got {cfg['sections']!r}")
+    if cfg["attn_impl"] not in ("sdpa", "flex", "frames"):
+        raise SystemExit(f"error: --attn_impl is 'sdpa', 'flex' or 'frames'; got {cfg['attn_impl']!r}")
+    if os.path.isdir(cfg["out"]):
+        raise SystemExit(f"error: --out={cfg['out']} is a folder: give a file name (bench.json)")
+    writable_dir(os.path.dirname(cfg["out"]) or ".", "out")  # the figures go there: checked first
     torch.set_flush_denormal(True)  # CPU: denormal floats are 10x slower and no more useful than 0
     device = cfg["device"]
     ptdtype = getattr(torch, cfg["dtype"])

@@ -74,17 +74,56 @@ def configure(defaults, argv=None):
                 raise SystemExit(f"error: config file {arg!r} not found (expected a preset such "
                                  f"as config/shapes_tiny.py, or --key=value)")
             preset = {}
-            with open(arg) as f:
-                exec(f.read(), {}, preset)
+            try:
+                with open(arg) as f:
+                    exec(f.read(), {}, preset)
+            except Exception as e:  # a typo in a preset: one line that points at it
+                where = f", line {e.lineno}" if getattr(e, "lineno", None) else ""
+                raise SystemExit(f"error: config file {arg!r} does not run as Python ({type(e).__name__}"
+                                 f"{where}: {first_sentence(e)}); a preset is assignments such as "
+                                 f"batch_size = 16") from None
             for key, value in preset.items():
                 if not key.startswith("_"):
                     update(key, value, arg)
-    if str(config.get("device", "")).startswith("cuda"):  # else a deep error later, far from the cause
-        import torch
-        if not torch.cuda.is_available():
-            raise SystemExit(f"error: device={config['device']!r}, but PyTorch sees no CUDA GPU here "
-                             f"(torch {torch.__version__}): use --device=cpu")
+    if "device" in config:
+        check_device(config["device"])
     return config
+
+
+def check_device(device):
+    """'cpu', 'cuda' or 'cuda:N' that this machine has; else one error line now, not a deep
+    one later, far from the cause."""
+    import torch
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise SystemExit(f"error: device={device!r}: this project runs on 'cpu' or 'cuda' (or "
+                         f"'cuda:N')")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"error: device={device!r}, but PyTorch sees no CUDA GPU here "
+                         f"(torch {torch.__version__}): use --device=cpu")
+    n = torch.cuda.device_count() if dev.type == "cuda" else 0
+    if dev.type == "cuda" and (dev.index or 0) >= n:
+        raise SystemExit(f"error: device={device!r}, but this machine has {n} GPU(s): use cuda:0 "
+                         f"to cuda:{n - 1}")
+
+
+def writable_dir(path, key):
+    """Make folder `path` (the setting `key`) if missing and check that files can be written in
+    it: one error line before any work, not a traceback after it. Returns path."""
+    import tempfile
+    if not path:
+        raise SystemExit(f"error: --{key} is empty: give a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise SystemExit(f"error: --{key}={path}: cannot write there ({e.strerror or e}): give "
+                         f"another --{key}") from None
+    return path
 
 
 AT_LEAST_1 = (lambda x: x >= 1, "at least 1")

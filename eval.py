@@ -422,7 +422,7 @@ def main(argv=None):
     --tokenizer_path: the tokenizer to calibrate, or where the model's own has been moved."""
     import json
     import os
-    from configurator import configure, print_config
+    from configurator import AT_LEAST_1, check_ranges, configure, print_config, writable_dir
     cfg = configure(DEFAULTS, argv)
     print_config(cfg)
     from sample import check_sampling_args, load_codes_tokenizer, load_model
@@ -430,11 +430,16 @@ def main(argv=None):
     torch.set_flush_denormal(True)  # CPU: denormal floats are 10x slower and no more useful than 0
     from tokenizer import load_tokenizer
     if cfg["calibrate"]:
+        check_ranges(cfg, [(("height", "width", "frames"), AT_LEAST_1)])
         try:  # a bad tokenizer path stops here, not after the ground-truth columns
             tok = load_tokenizer(cfg["tokenizer_path"], cfg["device"]) if cfg["tokenizer_path"] else None
         except (FileNotFoundError, RuntimeError) as e:
             raise SystemExit(f"error: {e}") from None
-        results = calibrate(cfg["height"], cfg["width"], cfg["frames"], cfg["n_per_category"])
+        try:
+            results = calibrate(cfg["height"], cfg["width"], cfg["frames"], cfg["n_per_category"])
+        except RuntimeError as e:  # data.shapes: the objects do not fit the canvas
+            raise SystemExit(f"error: {e}: give a larger --height and --width (the data is drawn "
+                             f"for 32x32 and up)") from None
         if tok is not None:
             prompts = benchmark_prompts(cfg["height"], cfg["width"], cfg["frames"], cfg["n_per_category"])
             for name, videos in tokenizer_runs(prompts, tok).items():
@@ -445,6 +450,7 @@ def main(argv=None):
     model, ckpt = load_model(cfg["out_dir"], cfg["ckpt"], cfg["device"])
     meta, train_cfg = ckpt["meta"], ckpt["config"]
     tok = load_codes_tokenizer(meta, cfg["device"], cfg["tokenizer_path"])
+    writable_dir(cfg["out_dir"], "out_dir")  # the scores go there: checked before minutes of sampling
     frames = 1 + (meta["latent_shape"]["video"][0] - 1) * meta["compression"][0]
     prompts = benchmark_prompts(meta["height"], meta["width"], frames, cfg["n_per_category"])
     clips = generate_for(prompts, model, tok, meta, train_cfg, cfg)

@@ -223,7 +223,7 @@ def check_sampling_args(cfg):
     the counts of sample.py and eval.py: samples, batch size, prompts per category)."""
     from configurator import AT_LEAST_0, AT_LEAST_1, FRACTION, check_ranges
     check_ranges(cfg, [(("steps", "num_samples", "batch_size", "n_per_category"), AT_LEAST_1),
-                       (("temperature",), AT_LEAST_0),
+                       (("temperature", "cfg", "frames"), AT_LEAST_0),
                        (("token_temperature",), (AT_LEAST_0[0], "0 (most likely code) or more")),
                        (("history_ratio",), FRACTION)])
 
@@ -286,13 +286,15 @@ def compile_for_sampling(model):
 
 
 def main(argv=None):
-    from configurator import configure, print_config
+    from configurator import configure, print_config, writable_dir
     from tokenizer import encode_text, format_prompt, unknown_words
     cfg = configure(DEFAULTS, argv)
     print_config(cfg)
     check_sampling_args(cfg)
     torch.set_flush_denormal(True)  # CPU: denormal floats are 10x slower and no more useful than 0
     model, ckpt = load_model(cfg["out_dir"], cfg["ckpt"], cfg["device"], cfg["compile"])
+    sample_dir = writable_dir(cfg["sample_dir"] or os.path.join(cfg["out_dir"], "samples"),
+                              "sample_dir" if cfg["sample_dir"] else "out_dir")
     meta, train_cfg = ckpt["meta"], ckpt["config"]
     tok = load_codes_tokenizer(meta, cfg["device"], cfg["tokenizer_path"])
     s_t = tok.compression[0]
@@ -307,14 +309,15 @@ def main(argv=None):
                 prompts = [line.strip() for line in f if line.strip()]
         except OSError as e:
             raise SystemExit(f"error: cannot read --prompt_file: {e}")
+        except UnicodeDecodeError:
+            raise SystemExit(f"error: --prompt_file={cfg['prompt_file']} is not UTF-8 text: save it "
+                             f"as UTF-8, one prompt a line") from None
         if not prompts:
             raise SystemExit(f"error: {cfg['prompt_file']} holds no prompt (one a line)")
     h, w = meta["latent_shape"]["video"][1:]
     first = None
     if cfg["image"]:
         first = load_image_codes(cfg["image"], tok, meta["width"], meta["height"])
-    sample_dir = cfg["sample_dir"] or os.path.join(cfg["out_dir"], "samples")
-    os.makedirs(sample_dir, exist_ok=True)
     for prompt in prompts:
         text = format_prompt(prompt, meta["width"], meta["height"], frames, meta["fps"],
                              train_cfg["prompt_template"])

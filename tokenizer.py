@@ -631,7 +631,7 @@ def check_train_config(cfg):
 
 
 def main(argv=None):
-    from configurator import configure, print_config
+    from configurator import configure, print_config, writable_dir
     config = configure(TRAIN_DEFAULTS, argv)
     check_train_config(config)
     path = os.path.join(config["out_dir"], "tokenizer.pt")
@@ -639,6 +639,7 @@ def main(argv=None):
         raise SystemExit(f"error: {path} exists, and the token shards made with it decode only with "
                          f"it: train the new one with another --out_dir (or delete the old one and "
                          f"its shards first)")
+    writable_dir(config["out_dir"], "out_dir")  # before minutes of training, not after
     print("video tokenizer, resolved config:")
     print_config(config)
     try:

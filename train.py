@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from configurator import (AT_LEAST_0, AT_LEAST_1, FRACTION, POSITIVE, check_ranges, configure,
-                          first_sentence, print_config)
+                          first_sentence, print_config, writable_dir)
 from masking import MASK_KINDS, training_mask
 from model import GPT, PRESETS, GPTConfig, device_peak_flops, prompt_pairs
 from optim import Combined, Muon
@@ -313,11 +313,15 @@ def load_checkpoint(path, device="cpu"):
         raise SystemExit(f"error: no checkpoint at {path}: train one with python train.py "
                          f"--out_dir={os.path.dirname(path) or '.'}")
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # truncated or foreign file: report it, never a traceback
         raise SystemExit(f"error: {path} is not a readable checkpoint ({type(e).__name__}: "
                          f"{first_sentence(e)}); "
                          f"it may be corrupt or from another program: retrain or restore it")
+    if not (isinstance(ckpt, dict) and {"model", "model_args", "config", "meta"} <= ckpt.keys()):
+        raise SystemExit(f"error: {path} is not a checkpoint of train.py (a video tokenizer, or "
+                         f"another program's file?): give the ckpt.pt or best.pt of a training run")
+    return ckpt
 
 
 def model_from_checkpoint(ckpt, path, **overrides):
@@ -456,7 +460,7 @@ def main(argv=None):
     rank, local_rank, world, device = setup_distributed(cfg)
     master = rank == 0
     if master:
-        os.makedirs(cfg["out_dir"], exist_ok=True)
+        writable_dir(cfg["out_dir"], "out_dir")
         header = run_header(cfg, device)
     prepared = os.path.isfile(os.path.join(cfg["data_dir"], "meta.json"))
     if cfg["dataset"] == "shapes" and master and not prepared:
@@ -483,11 +487,12 @@ def main(argv=None):
     train_data = Batches(cfg, "train", rank)
     val_data = Batches(cfg, "val", 0, words=train_data.words)
     meta = dict(train_data.meta, words=list(train_data.words))  # the checkpoint's text vocabulary
+    if not os.path.exists(meta["tokenizer"]) and os.path.isfile(cfg["tokenizer_path"]):
+        meta["tokenizer"] = cfg["tokenizer_path"]  # moved: the checkpoint records where it is now
     tok = None
     if master and cfg["sample_prompts"]:  # the samples at the end need the data's tokenizer: load it now
         from sample import load_codes_tokenizer
-        moved = not os.path.exists(meta["tokenizer"])  # the shards' path is gone: try --tokenizer_path
-        tok = load_codes_tokenizer(meta, device, cfg["tokenizer_path"] if moved else "")
+        tok = load_codes_tokenizer(meta, device)  # checked against the data's fingerprint
         for prompt in cfg["sample_prompts"]:
             sample_prompt(prompt, cfg, meta)  # each fits the text budget (or one error, now)
     iter_num, best_val = 0, float("inf")

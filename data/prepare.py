@@ -29,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # `python data/prepare.py` runs with data/ as the import root
     sys.path.insert(0, ROOT)
 
-from configurator import AT_LEAST_0, AT_LEAST_1, FRACTION, check_ranges, configure  # noqa: E402
+from configurator import AT_LEAST_0, AT_LEAST_1, FRACTION, check_ranges, configure, writable_dir  # noqa: E402
 from tokenizer import TRAIN_DEFAULTS, check_train_config, load_tokenizer, train_tokenizer  # noqa: E402
 
 DEFAULTS = dict(
@@ -99,9 +99,14 @@ SHARD_FILES = {f"{split}_{kind}.{ext}" for split in ("train", "val") for kind in
 
 def check_out(out):
     """Shards are never written over: a folder that holds complete shards (meta.json) or files that
-    are not shards stops the run. An unfinished earlier attempt (shards, no meta.json) is replaced."""
+    are not shards stops the run. An unfinished earlier attempt (shards, no meta.json) is replaced.
+    The folder above must take files (the shards are written beside, then renamed)."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise FileExistsError(f"--out={out} is a file, not a folder: give another --out")
+    try:
+        writable_dir(os.path.dirname(os.path.abspath(out)), "out")
+    except SystemExit as e:
+        raise FileExistsError(str(e).removeprefix("error: ")) from None
     held = set(os.listdir(out)) if os.path.isdir(out) else set()
     if "meta.json" in held or held - SHARD_FILES:
         what = "token shards" if "meta.json" in held else "other files"
@@ -190,6 +195,10 @@ def get_tokenizer(tokenizer_path, height, width, frames, device, tokenizer_args=
     if not os.path.exists(tokenizer_path):
         print(f"no tokenizer at {tokenizer_path}: training one (python tokenizer.py {tokenizer_args})")
         cfg = tokenizer_config(tokenizer_path, height, width, frames, device, tokenizer_args)
+        try:  # it is saved there after minutes of training: checked first
+            writable_dir(cfg["out_dir"], "tokenizer_path")
+        except SystemExit as e:
+            raise ValueError(str(e).removeprefix("error: ")) from None
         train_tokenizer(cfg, path=tokenizer_path)
     try:
         return load_tokenizer(tokenizer_path, device)

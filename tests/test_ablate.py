@@ -54,7 +54,7 @@ def test_table_cells_are_mean_and_spread():
     assert ablate.mean_spread([0.25]) == "0.250"
 
 
-def test_history_study_on_a_given_model(shards, trained_run, tmp_path):
+def test_history_study_on_a_given_model(shards, trained_run, tmp_path, monkeypatch):
     tmp_path = tmp_path / "new"  # an out_dir that does not exist yet
     args = study_args(shards, tmp_path, "history") + [f"--model_dir={trained_run}"]
     rows = ablate.main(args)
@@ -63,6 +63,22 @@ def test_history_study_on_a_given_model(shards, trained_run, tmp_path):
     assert f"model {trained_run}" in (tmp_path / "history.md").read_text()
     with pytest.raises(SystemExit, match="no ckpt.pt"):
         ablate.main(study_args(shards, tmp_path, "history") + [f"--model_dir={tmp_path}"])
+    moved = tmp_path / "moved"  # the model's tokenizer has moved: --tokenizer_path, as in eval.py
+    moved.mkdir()
+    ckpt = torch.load(trained_run / "ckpt.pt", weights_only=True)
+    tokenizer, ckpt["meta"]["tokenizer"] = ckpt["meta"]["tokenizer"], str(tmp_path / "gone.pt")
+    torch.save(ckpt, moved / "ckpt.pt")
+    one = study_args(shards, tmp_path, "history") + [f"--model_dir={moved}", "--seeds=1"]
+    with pytest.raises(SystemExit, match="gone.pt.*cannot be loaded.*--tokenizer_path"):
+        ablate.main(one)
+    real = ablate.shapesbench.main
+    def first_ratio_only(argv):  # the flag reaches eval.py, which then loads the moved tokenizer
+        assert f"--tokenizer_path={tokenizer}" in argv
+        real(argv)
+        raise KeyboardInterrupt  # one ratio shows it; the other four would cost time only
+    monkeypatch.setattr(ablate.shapesbench, "main", first_ratio_only)
+    with pytest.raises(KeyboardInterrupt):
+        ablate.main(one + [f"--tokenizer_path={tokenizer}"])
 
 
 def test_arms_split_a_study_into_lanes(shards, tmp_path):

@@ -221,3 +221,5 @@ def test_calibration_with_a_missing_tokenizer_stops_before_scoring(tmp_path, mon
     monkeypatch.setattr(shapesbench, "calibrate", lambda *a: pytest.fail("scored before the check"))
     with pytest.raises(SystemExit, match="no video tokenizer at .*nope.pt"):
         shapesbench.main(["--calibrate=True", f"--tokenizer_path={tmp_path / 'nope.pt'}"])
+    with pytest.raises(SystemExit, match="--frames=0 is out of range"):
+        shapesbench.main(["--calibrate=True", "--frames=0"])

@@ -57,7 +57,7 @@ def test_a_missing_tokenizer_is_trained_with_tokenizer_args(tmp_path, tokenizer_
     seen = {}
     def train_tokenizer(cfg, path):  # stands in for the real training: records, then saves one
         seen.update(cfg)
-        (tmp_path / "new").mkdir()
+        (tmp_path / "new").mkdir(exist_ok=True)  # made, and checked, before the training
         shutil.copy(tokenizer_path, path)
     monkeypatch.setattr(prepare, "train_tokenizer", train_tokenizer)
     new = str(tmp_path / "new" / "tok.pt")
@@ -160,6 +160,8 @@ def test_shards_are_never_written_over(tmp_path, tokenizer_path, monkeypatch):
         prepare_shapes(**dict(opts, out=str(other)))
     assert {f.name: f.read_bytes() for f in out.iterdir()} == before
     assert (other / "notes.txt").read_text() == "mine"
+    with pytest.raises(FileExistsError, match="notes.txt: cannot write there"):
+        prepare_shapes(**dict(opts, out=str(other / "notes.txt" / "shards")))
     (tmp_path / "bad.pt").write_bytes(b"not a tokenizer")
     with pytest.raises(ValueError, match="bad.pt is not a video tokenizer"):
         prepare_shapes(**dict(opts, out=str(tmp_path / "new"), tokenizer_path=str(tmp_path / "bad.pt")))

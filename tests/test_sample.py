@@ -1,4 +1,5 @@
 """AR-DF inference (sample.py): cached == uncached, guidance, history mask, tasks, files."""
+import os
 import shutil
 
 import numpy as np
@@ -285,6 +286,20 @@ def test_cli_bad_input(trained_run, tmp_path):
     (tmp_path / "empty.txt").write_text("\n")
     with pytest.raises(SystemExit, match="holds no prompt"):
         sample.main([f"--out_dir={trained_run}", f"--prompt_file={tmp_path / 'empty.txt'}"])
+    (tmp_path / "latin1.txt").write_bytes("a red circle caf\xe9".encode("latin-1"))
+    with pytest.raises(SystemExit, match="is not UTF-8 text"):
+        sample.main([f"--out_dir={trained_run}", f"--prompt_file={tmp_path / 'latin1.txt'}"])
+    with pytest.raises(SystemExit, match="--frames=-3 is out of range"):
+        sample.main([f"--out_dir={trained_run}", "--frames=-3"])
+    with pytest.raises(SystemExit, match="device='gpu': this project runs on 'cpu' or 'cuda'"):
+        sample.main([f"--out_dir={trained_run}", "--device=gpu"])
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(SystemExit, match="--sample_dir=.*afile: cannot write there"):
+        sample.main([f"--out_dir={trained_run}", f"--sample_dir={tmp_path / 'afile'}"])
+    assert (tmp_path / "afile").read_text() == "mine"
+    tok = torch.load(trained_run / "ckpt.pt", weights_only=True)["meta"]["tokenizer"]
+    with pytest.raises(SystemExit, match="is not a checkpoint of train.py"):  # a tokenizer, say
+        sample.main([f"--out_dir={os.path.dirname(tok)}", f"--ckpt={os.path.basename(tok)}"])
     run = tmp_path / "moved"  # a model whose tokenizer file is gone
     run.mkdir()
     ckpt = torch.load(trained_run / "ckpt.pt", weights_only=True)

@@ -267,13 +267,17 @@ def test_a_diverged_training_stops_with_one_line_and_saves_nothing(tmp_path, mon
     assert not (tmp_path / "tokenizer.pt").exists()
 
 
-def test_training_never_overwrites_a_tokenizer(tmp_path):
-    """Shards encoded with a tokenizer decode only with it: python tokenizer.py keeps it."""
+def test_training_never_overwrites_a_tokenizer(tmp_path, monkeypatch):
+    """Shards encoded with a tokenizer decode only with it: python tokenizer.py keeps it. An
+    out_dir it cannot write to stops it before the training, not after."""
     import tokenizer
     (tmp_path / "tokenizer.pt").write_bytes(b"old")
     with pytest.raises(SystemExit, match="tokenizer.pt exists"):
         tokenizer.main([f"--out_dir={tmp_path}", "--max_iters=1"])
     assert (tmp_path / "tokenizer.pt").read_bytes() == b"old"
+    monkeypatch.setattr(tokenizer, "make_pool", lambda *a: pytest.fail("trained first"))
+    with pytest.raises(SystemExit, match="--out_dir=.*tokenizer.pt/sub: cannot write there"):
+        tokenizer.main([f"--out_dir={tmp_path / 'tokenizer.pt' / 'sub'}", "--max_iters=1"])
 
 
 def test_decode_rejects_codes_out_of_range():

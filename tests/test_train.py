@@ -27,13 +27,19 @@ def train_losses(out_dir):
     return {i: r["loss"] for i, r in train_log(out_dir).items()}
 
 
-def test_unknown_key_and_wrong_type_are_rejected(capsys):
+def test_unknown_key_and_wrong_type_are_rejected(capsys, tmp_path):
     with pytest.raises(SystemExit, match="(?s)unknown config key 'batchsize'.*valid keys: .*batch_size"):
         train.main(["--batchsize=3"])
     with pytest.raises(SystemExit, match="batch_size must be an int"):
         train.main(["--batch_size=big"])
     with pytest.raises(SystemExit, match="config file 'config/nope.py' not found"):
         train.main(["config/nope.py"])
+    preset = tmp_path / "typo.py"
+    preset.write_text("batch_size = 16\nmax_iters = 2000 +\n")
+    with pytest.raises(SystemExit, match="typo.py' does not run as Python \\(SyntaxError, line 2"):
+        train.main([str(preset)])
+    with pytest.raises(SystemExit, match="device='gpu': this project runs on 'cpu' or 'cuda'"):
+        train.main(["--device=gpu"])
 
 
 @pytest.mark.parametrize("bad", ["--batch_size=0", "--gradient_accumulation_steps=0", "--eval_iters=0",
@@ -106,7 +112,8 @@ def test_sample_prompts_do_not_change_the_training(shards, tmp_path):
 
 def test_data_whose_tokenizer_moved_samples_with_tokenizer_path(shards, tmp_path):
     """Shards record the path of the tokenizer that encoded them; moved, it is found through
-    --tokenizer_path (the fingerprint still has to match)."""
+    --tokenizer_path (the fingerprint still has to match), and the checkpoint records where it
+    is now, so sample.py and eval.py find it without the flag."""
     data = tmp_path / "shards"
     shutil.copytree(shards / "shards", data)
     meta = json.loads((data / "meta.json").read_text())
@@ -119,6 +126,8 @@ def test_data_whose_tokenizer_moved_samples_with_tokenizer_path(shards, tmp_path
     train.main(args(shards, tmp_path / "b", data_dir=str(data), tokenizer_path=str(tmp_path / "here.pt"),
                     sample_prompts=("a blue square",), sample_steps=1, max_iters=1))
     assert (tmp_path / "b" / "samples" / "a_blue_square.png").is_file()
+    ckpt = torch.load(tmp_path / "b" / "ckpt.pt", weights_only=True)
+    assert ckpt["meta"]["tokenizer"] == str(tmp_path / "here.pt")
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
@@ -228,6 +237,8 @@ def test_a_new_run_never_writes_over_what_an_earlier_run_left(shards, tmp_path, 
     with pytest.raises(SystemExit, match=rf"holds an earlier run \({left} exists\)"):
         train.main(args(shards, tmp_path))
     assert (tmp_path / left).read_bytes() == b"kept" and not (tmp_path / "ckpt.pt").exists()
+    with pytest.raises(SystemExit, match=f"--out_dir=.*{left}: cannot write there"):  # a file
+        train.main(args(shards, tmp_path / left))
 
 
 def test_resume_with_another_model_shape_is_a_clear_error(shards, tmp_path):
