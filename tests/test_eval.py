@@ -162,6 +162,98 @@ def test_i2v_fails_when_frame_0_is_not_the_given_image(prompts):
         assert not passes(other["video"], p)
 
 
+# -----------------------------------------------------------------------------
+# each pass rule on hand-drawn clips: a rule loosened by mistake would inflate every score
+
+def squares(objs, T=9, H=32, W=32):
+    """A clip of squares, each (colour, x0, y0, size, total dx, total dy), moving linearly."""
+    v = np.full((T, H, W, 3), BACKGROUND, np.uint8)
+    for colour, x0, y0, s, dx, dy in objs:
+        for t in range(T):
+            x, y = x0 + round(dx * t / max(T - 1, 1)), y0 + round(dy * t / max(T - 1, 1))
+            v[t, y:y + s, x:x + s] = PALETTE[colour]
+    return v
+
+
+def prompt(category, objects, **attrs):
+    return dict(category=category, attrs=dict(width=32, height=32, objects=objects, **attrs))
+
+
+def obj(colour="red", shape="square", motion="still", **kw):
+    return dict(colour=colour, shape=shape, motion=motion, **kw)
+
+
+def test_single_object_needs_the_asked_shape():
+    square = squares([("red", 10, 10, 10, 0, 0)], T=1)
+    for shape in ("circle", "triangle"):
+        assert not passes(square, prompt("single_object", [obj(shape=shape)]))
+    assert passes(square, prompt("single_object", [obj()]))
+
+
+def test_counting_needs_exactly_n():
+    spots = [(1, 1), (11, 1), (21, 1), (1, 11), (11, 11)]
+    for n in (2, 3, 4):
+        p = prompt("counting", [obj()], count=n)
+        assert passes(squares([("red", x, y, 8, 0, 0) for x, y in spots[:n]], T=1), p)
+        assert not passes(squares([("red", x, y, 8, 0, 0) for x, y in spots[:n + 1]], T=1), p)
+
+
+def test_motion_needs_the_direction_the_distance_and_stillness():
+    left = prompt("motion", [obj(motion="left")])
+    assert passes(squares([("red", 20, 10, 8, -10, 0)]), left)
+    assert not passes(squares([("red", 20, 4, 8, -10, 10)]), left)  # as far down as left
+    assert not passes(squares([("red", 20, 10, 8, -2, 0)]), left)  # 2 pixels: not a move
+    assert not passes(squares([("red", 4, 10, 8, 8, 0)]), prompt("motion", [obj(motion="still")]))
+
+
+def test_every_object_must_move_as_asked():
+    p = prompt("motion", [obj("red", motion="right"), obj("blue", motion="down")])
+    assert passes(squares([("red", 2, 2, 8, 10, 0), ("blue", 22, 2, 8, 0, 10)]), p)
+    assert not passes(squares([("red", 2, 2, 8, 10, 0), ("blue", 22, 2, 8, 0, 0)]), p)
+
+
+def test_i2v_frame_0_must_sit_where_the_image_put_it():
+    p = prompt("i2v", [obj(motion="down", centroids=[[16, 8]])])
+    assert passes(squares([("red", 12, 4, 8, 0, 10)]), p)
+    for dx in (-5, 5):
+        assert not passes(squares([("red", 12 + dx, 4, 8, 0, 10)]), p)
+
+
+def test_consistency_catches_a_change_of_shape(prompts):
+    cases = of(prompts, "consistency", lambda p: p["attrs"]["objects"][0]["shape"] != "square")
+    assert cases
+    for p in cases:  # from frame 5 on, the object fills its box: a square of its colour
+        v, o = p["video"].copy(), p["attrs"]["objects"][0]
+        for t in range(5, len(v)):
+            x0, y0, x1, y1 = o["bboxes"][t]
+            v[t, y0:y1, x0:x1] = PALETTE[o["colour"]]
+        assert not passes(v, p)
+
+
+@pytest.mark.parametrize("category", ["two_objects", "position"])
+def test_an_object_of_the_wrong_shape_fails(prompts, category):
+    cases = of(prompts, category, lambda p: all(o["shape"] != "square" for o in p["attrs"]["objects"]))
+    assert cases
+    for p in cases:
+        v, o = p["video"].copy(), p["attrs"]["objects"][0]
+        x0, y0, x1, y1 = o["bboxes"][0]
+        v[:, y0:y1, x0:x1] = PALETTE[o["colour"]]
+        assert not passes(v, p)
+
+
+def test_above_and_below_are_told_apart():
+    v = squares([("red", 12, 2, 8, 0, 0), ("blue", 12, 20, 8, 0, 0)], T=1)  # red above blue
+    objects = [obj("red"), obj("blue")]
+    assert passes(v, prompt("position", objects, relation="above"))
+    assert not passes(v, prompt("position", objects, relation="below"))
+
+
+def test_the_colour_check_reads_the_largest_object():
+    v = squares([("blue", 2, 2, 5, 0, 0), ("red", 14, 14, 12, 0, 0)], T=1)
+    assert [o["colour"] for o in detect_objects(v)[0]] == ["red", "blue"]  # largest first
+    assert not passes(v, prompt("colours", [obj("blue")]))
+
+
 def test_grid_and_table_are_written(tmp_path, prompts):
     chosen = prompts[::40]
     save_grid([p["video"] for p in chosen], [p["caption"] for p in chosen], tmp_path / "grid")

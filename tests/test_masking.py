@@ -99,6 +99,24 @@ def test_mask_ratio_floor_holds_about_half_the_samples():
     assert 0.47 < at_floor < 0.54  # P(cos(pi u / 2) < 0.7) = 1 - 2 acos(0.7)/pi = 0.506
 
 
+def test_random_masks_hide_the_drawn_ratio():
+    """The random baseline hides rho of the tokens (not 1 - rho), so the mask ablation compares
+    tasks of the same difficulty."""
+    m = random_mask(torch.full((64,), 0.8), 4, 256, torch.Generator().manual_seed(0))
+    assert abs(m.float().mean().item() - 0.8) < 0.01
+
+
+@pytest.mark.parametrize("kind", ["tube", "random", "diffusion_forcing"])
+def test_every_mask_kind_takes_the_configured_floor(kind):
+    """mask_floor is a setting (METHOD.md sec. 5): at 0.5, the fewest masked tokens a frame is
+    half of it, and about a third of the draws sit there (P(cos(pi u / 2) < 0.5) = 1/3)."""
+    counts = training_mask(kind, 1000, 2, 100, torch.Generator().manual_seed(0), floor=0.5).sum(-1)
+    if kind == "random":  # i.i.d. tokens: the mean follows rho, E = 0.5 / 3 + 2 sin(pi / 3) / pi
+        assert abs(counts.float().mean().item() / 100 - 0.718) < 0.015  # 0.809 at floor 0.7
+        return
+    assert counts.min() == 50 and 0.28 < (counts == 50).float().mean().item() < 0.39
+
+
 def test_tube_mask_same_on_every_frame_with_exact_count():
     g = torch.Generator().manual_seed(1)
     rho = torch.tensor([0.7, 0.93, 1.0, 0.001])

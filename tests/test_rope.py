@@ -52,6 +52,20 @@ def test_text_positions_skip_left_padding():
     assert pos[:, 6].tolist() == [3, 3, 3 + 5]      # next column: w advances by s_w
 
 
+def test_each_row_of_a_batch_has_its_own_offset():
+    """o is per sequence: a row's positions do not depend on the other rows of its batch (the
+    unconditional rows of guidance, without text, sit in the same batch as the conditional ones)."""
+    from tokenizer import collate, encode_text, layout
+    rows = [layout(encode_text("a red circle"), 2, 2, 2, 20), layout(encode_text("a blue"), 2, 2, 2, 20),
+            layout(None, 2, 2, 2, 20)]
+    b = collate(rows)
+    pos = rope_positions(b["frame"], b["row"], b["col"], "mmrope", (4, 4, 4))
+    for i, r in enumerate(rows):
+        assert torch.equal(pos[i], rope_positions(r["frame"], r["row"], r["col"], "mmrope", (4, 4, 4)))
+    first_visual = (b["frame"] >= 0).int().argmax(-1)
+    assert pos[torch.arange(3), 0, first_visual].tolist()[2] == 0  # no text: the video starts at 0
+
+
 def test_visual_positions_are_offset_and_scaled():
     frame, row, col = video_ids(text_len=5, F=2, h=3, w=3)
     pos = rope_positions(frame, row, col, "mmrope", (2, 3, 5))  # a different scale per axis
@@ -102,11 +116,13 @@ def test_mrope_allocation_is_contiguous():
     assert (axes[-24:] == 2).all()
 
 
-def test_angle_of_each_frequency_follows_its_axis():
+@pytest.mark.parametrize("kind,axes", [("mmrope", "tttthhwwhhwwhhww" * 2),
+                                       ("mrope", "t" * 8 + "h" * 12 + "w" * 12)])
+def test_angle_of_each_frequency_follows_its_axis(kind, axes):
     d, base = 64, 10000.0
     pos = torch.tensor([[[7], [11], [13]]])  # one token, (t, h, w) = (7, 11, 13)
-    cos, _ = rope_cos_sin(pos, d, "mmrope", base)
-    for i, axis in enumerate("tttthhwwhhwwhhww" * 2):
+    cos, _ = rope_cos_sin(pos, d, kind, base)
+    for i, axis in enumerate(axes):
         theta = base ** (-2 * i / d)
         expected = math.cos(dict(t=7, h=11, w=13)[axis] * theta)
         assert abs(cos[0, 0, i].item() - expected) < 1e-5

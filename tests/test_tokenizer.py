@@ -219,6 +219,7 @@ def test_encode_decode_shapes_batched_and_tensor_input():
 @pytest.mark.parametrize("video, message", [
     (np.zeros((8, 16, 16, 3), np.uint8), "1 \\+ k\\*4 frames"),
     (np.zeros((5, 18, 16, 3), np.uint8), "multiple of 4"),
+    (np.zeros((5, 16, 18, 3), np.uint8), "multiple of 4"),  # width too
     (np.zeros((5, 16, 16, 3), np.float32), "uint8"),
     (np.zeros((5, 16, 16, 4), np.uint8), "RGB"),
 ])
@@ -265,6 +266,26 @@ def test_a_diverged_training_stops_with_one_line_and_saves_nothing(tmp_path, mon
     with pytest.raises(SystemExit, match="loss is nan at step 0; nothing was saved. Lower --lr"):
         tokenizer.train_tokenizer(cfg)
     assert not (tmp_path / "tokenizer.pt").exists()
+
+
+def test_training_clips_are_the_pools_or_their_left_right_mirrors(tmp_path, monkeypatch):
+    """The augmentation flips clips left-right only: upside down, a triangle would point down,
+    which the data never shows (and ShapesBench's detector does not read as a triangle)."""
+    import tokenizer
+    seen = []
+    def recording_loss(model, videos, images, cfg):
+        seen.extend([*videos, *images])
+        return model(tokenizer.to_model_input(videos)).float().mean() * 0
+    monkeypatch.setattr(tokenizer, "training_loss", recording_loss)
+    cfg = dict(tokenizer.TRAIN_DEFAULTS, out_dir=str(tmp_path), height=16, width=16, frames=5,
+               channels=(8, 8), n_videos=4, n_images=4, n_val=2, batch_size=4, max_iters=6)
+    tokenizer.train_tokenizer(cfg)
+    pools = [tokenizer.make_pool("train", kind, 4, 16, 16, 5) for kind in ("video", "image")]
+    clips = [c for pool in pools for c in pool]
+    mirrors = [c.flip(2) for c in clips]  # [T, H, W, 3]: dim 2 is the width
+    assert any(torch.equal(s, m) for s in seen for m in mirrors)  # some steps flip
+    for s in seen:
+        assert any(torch.equal(s, c) for c in clips + mirrors)
 
 
 def test_training_never_overwrites_a_tokenizer(tmp_path, monkeypatch):
