@@ -466,7 +466,12 @@ def main(argv=None):
     print(f"single_object: the object covers {area:.0f} pixels on average (ground truth {true_area:.0f})")
     breaks = consistency_breaks(clips, prompts)
     print("consistency: " + format_breaks(breaks))
-    stem = os.path.join(cfg["out_dir"], f"shapesbench_h{cfg['history_ratio']}")
+    # one file per checkpoint and sampling setting: another setting never overwrites a result
+    tag = "".join(f"_{short}{cfg[k]}" for k, short in (("seed", "s"), ("cfg", "cfg"), ("steps", "steps"),
+                  ("temperature", "t"), ("token_temperature", "tt"), ("n_per_category", "n"))
+                  if cfg[k] != DEFAULTS[k])
+    which = "" if cfg["ckpt"] == "ckpt.pt" else "_" + os.path.splitext(os.path.basename(cfg["ckpt"]))[0]
+    stem = os.path.join(cfg["out_dir"], f"shapesbench{which}_h{cfg['history_ratio']}{tag}")
     with open(stem + ".json", "w") as f:
         json.dump(dict(scores=scores, single_object_outcomes=outcomes,
                        single_object_area=dict(generated=area, ground_truth=true_area),

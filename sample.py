@@ -315,15 +315,23 @@ def main(argv=None):
         if not prompts:
             raise SystemExit(f"error: {cfg['prompt_file']} holds no prompt (one a line)")
     h, w = meta["latent_shape"]["video"][1:]
+    trained = 1 + (meta["latent_shape"]["video"][0] - 1) * s_t
+    if frames > trained:
+        print(f"note: {frames} frames, more than the {trained} of the training clips: frames past "
+              f"those were never trained on")
     first = None
     if cfg["image"]:
         first = load_image_codes(cfg["image"], tok, meta["width"], meta["height"])
+        if frames == 1:
+            print("note: --image with --frames=1 gives back the image (as its codes decode): "
+                  "nothing is generated")
+    names = {}  # file name -> prompts that have it, in this run
     for prompt in prompts:
         text = format_prompt(prompt, meta["width"], meta["height"], frames, meta["fps"],
                              train_cfg["prompt_template"])
         words = meta.get("words", [])
         ids = encode_text(text, words)
-        unknown = unknown_words(text, words)
+        unknown = list(dict.fromkeys(unknown_words(text, words)))  # each once
         if words and unknown:  # a words model saw bytes only for its captions' rare words
             print(f"note: {', '.join(map(repr, unknown))} not among the {len(words)} words this model "
                   f"was trained on; spelled in bytes, which it rarely saw")
@@ -336,8 +344,12 @@ def main(argv=None):
                          token_temperature=cfg["token_temperature"],
                          history_ratio=cfg["history_ratio"], seed=cfg["seed"],
                          first_frame=None if first is None else first[None].expand(n, -1, -1))
+        name = file_stem(prompt)
+        names[name] = names.get(name, 0) + 1
+        if names[name] > 1:  # "a red circle" and "a red circle!": both kept
+            name += f"_{names[name]}"
         for i in range(n):
-            stem = os.path.join(sample_dir, f"{file_stem(prompt)}_{cfg['seed']}_{i}")
+            stem = os.path.join(sample_dir, f"{name}_{cfg['seed']}_{i}")
             print("wrote " + ", ".join(save_video(tok.decode(codes[i]), stem, meta["fps"])))
 
 

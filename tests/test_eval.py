@@ -308,6 +308,26 @@ def test_single_object_area_compares_with_the_ground_truth(prompts):
     assert single_object_area([np.full_like(v, BACKGROUND) for v in truth], cases) == (0.0, true)
 
 
+def test_results_of_other_settings_never_overwrite_each_other(trained_run, tmp_path):
+    """Each checkpoint and sampling setting writes its own file; the defaults keep the plain name."""
+    import shutil
+    import eval as shapesbench
+    for name in ("ckpt.pt", "best.pt"):
+        shutil.copy(trained_run / name, tmp_path / name)
+    fast = ["--n_per_category=1", "--steps=1"]
+    for extra in ([], ["--cfg=3.0"], ["--ckpt=best.pt"], ["--cfg=3.0", "--seed=1"]):
+        shapesbench.main([f"--out_dir={tmp_path}", f"--tokenizer_path={tokenizer_of(trained_run)}"]
+                         + fast + extra)
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == [
+        "shapesbench_best_h0.7_steps1_n1.json", "shapesbench_h0.7_cfg3.0_steps1_n1.json",
+        "shapesbench_h0.7_s1_cfg3.0_steps1_n1.json", "shapesbench_h0.7_steps1_n1.json"]
+
+
+def tokenizer_of(run):
+    import torch
+    return torch.load(run / "ckpt.pt", weights_only=True)["meta"]["tokenizer"]
+
+
 def test_calibration_with_a_missing_tokenizer_stops_before_scoring(tmp_path, monkeypatch):
     import eval as shapesbench
     monkeypatch.setattr(shapesbench, "calibrate", lambda *a: pytest.fail("scored before the check"))

@@ -234,6 +234,11 @@ def test_cli_writes_gif_and_png(trained_run, tmp_path):
     sample.main([f"--out_dir={trained_run}", "--prompt=a blue square", "--steps=2", "--frames=1",
                  f"--sample_dir={tmp_path / 't2i'}"])
     assert [p.suffix for p in (tmp_path / "t2i").iterdir()] == [".png"]
+    (tmp_path / "prompts.txt").write_text("a blue square\na blue square!\n")  # one file name, two prompts
+    sample.main([f"--out_dir={trained_run}", f"--prompt_file={tmp_path / 'prompts.txt'}", "--steps=2",
+                 "--frames=1", f"--sample_dir={tmp_path / 'both'}"])
+    assert sorted(p.name for p in (tmp_path / "both").iterdir()) == ["a_blue_square_0_0.png",
+                                                                    "a_blue_square_2_0_0.png"]
     noise = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     Image.fromarray(noise).save(tmp_path / "first.png")  # varied codes, even from the test's tokenizer
     sample.main([f"--out_dir={trained_run}", "--prompt=a red circle moves up", "--steps=2",
