@@ -450,7 +450,8 @@ def main(argv=None):
     ckpt_path = os.path.join(cfg["out_dir"], "ckpt.pt")
     earlier = [f for f in RUN_FILES if os.path.exists(os.path.join(cfg["out_dir"], f))]
     if cfg["init_from"] == "scratch" and earlier:  # never overwrite a run, nor what is left of one
-        raise SystemExit(f"error: {cfg['out_dir']} holds an earlier run ({', '.join(earlier)} exists): "
+        raise SystemExit(f"error: {cfg['out_dir']} holds an earlier run ({', '.join(earlier)} "
+                         f"exist{'s' if len(earlier) == 1 else ''}): "
                          f"continue it with --init_from=resume, or start a new one in another "
                          f"--out_dir (or delete the old run first)")
     if cfg["init_from"] == "resume" and not os.path.isfile(ckpt_path):  # before any data is prepared
