@@ -1,6 +1,6 @@
 """ShapesBench: score generated shapes clips with an analytic detector (no learned weights).
 
-The detector (SHAPESBENCH.md): each pixel takes the nearest palette colour when close enough, else
+The detector (README, "ShapesBench"): each pixel takes the nearest palette colour when close enough, else
 background; objects are 4-connected components of one colour above a minimum area; shape comes from
 how much of its bounding box a component fills (and, for the upward triangle, from most of its area
 lying in the lower half); position from the centroid; motion from the centroid track over frames.

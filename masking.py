@@ -183,7 +183,7 @@ def num_masked_after(step, steps, n, num_masked_now):
 def confidence_temperature(step, steps, temperature):
     """The Gumbel temperature on the confidence at step `step` (0-based) of a frame's `steps`:
     linear from near `temperature` to 0 at the last step, and restarted for every frame (the
-    official code lets it compound across frames; METHOD.md sec. 6)."""
+    official code lets it compound across frames, so it is 0 after frame 0: a bug)."""
     return temperature * (1 - (step + 1) / steps)
 
 

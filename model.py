@@ -75,7 +75,7 @@ class GPTConfig:
 
 
 # Model shapes. tiny/small for this project's runs; 1b/3b are the paper's sizes (Llama-3.2-like,
-# METHOD.md sec. 1), medium (~300M) is the size at which bench.py measures GPU MFU.
+# as in the official code), medium (~300M) is the size at which bench.py measures GPU MFU.
 PRESETS = {
     # tiny: head_dim 64, not 4 heads of 32. With head_dim 32 MM-RoPE has a single block of 16
     # frequencies and w's fastest turns only 0.13 rad per column; at 64 the block repeats and w gets

@@ -49,7 +49,7 @@ TEXT_FRAME = -1   # text and special tokens
 PAD_FRAME = -2    # padding: never attended to, never in the loss
 
 TEMPLATES = {
-    # the official conditioning text (METHOD.md sec. 2)
+    # the official conditioning text (the official code's template)
     "official": ("Generate a video with a resolution of {width}x{height}, consisting of {frames} "
                  "frames at {fps} frames per second, according to the following prompt: {caption}"),
     # same conditioning, fewer bytes: the tiny presets spend their compute on video, not boilerplate
@@ -168,7 +168,7 @@ def collate(seqs):
 # -----------------------------------------------------------------------------
 # Video tokenizer: causal 3D conv autoencoder + FSQ
 #
-# Official Lumos-1 uses the frozen Cosmos DV4x8x8 tokenizer (METHOD.md sec. 7); we train our own
+# Official Lumos-1 uses the frozen Cosmos DV4x8x8 tokenizer (the paper); we train our own
 # with the same contract. Every temporal operation is causal (pads or groups on the past side
 # only), so latent frame j depends on pixel frames <= s_t*j: the first frame is encoded alone and
 # an image is a 1-frame video.

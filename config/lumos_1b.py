@@ -1,12 +1,16 @@
 # The paper's 1B shape (Llama-3.2-1B-like), for real data on GPUs. Prepare your own data first:
 #   python data/prepare.py --folder=path/to/clips --out=data/shards/mine --height=256 --width=256 \
-#       --frames=25 --fps=12 --tokenizer_path=out_1b/tokenizer.pt
-# Official recipe (METHOD.md sec. 8): AdamW (0.9, 0.95), weight decay 0.1, grad clip 4.0,
+#       --frames=25 --fps=12 --tokenizer_path=out_1b/tokenizer.pt \
+#       --tokenizer_args='--channels=(64,128,128) --compression=(4,8,8) --levels=(8,8,8,5,5,5) --norm=group'
+# (prepare.py trains that tokenizer first if it is missing; tokenizer.py trains on shapes clips
+# only, at this size, so for real footage expect a tokenizer that reconstructs it poorly)
+# Official recipe (the paper and its code): AdamW (0.9, 0.95), weight decay 0.1, grad clip 4.0,
 # bf16, 25-frame clips at 12 fps (7 latent frames), the 64000-code (8,8,8,5,5,5) codebook.
 out_dir = "out_1b"
 dataset = "folder"
 data_dir = "data/shards/mine"
 tokenizer_path = "out_1b/tokenizer.pt"
+height, width, frames, fps = 256, 256, 25, 12  # the shards' geometry: train.py checks it
 prompt_template = "official"
 text_len = 256
 text_loss = 0.0                # the paper: no text loss (1.0 helps --text_vocab=bytes; README)

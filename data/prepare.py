@@ -1,6 +1,6 @@
 """
 Encode a dataset into token shards once: the video tokenizer is frozen while the LM trains
-(METHOD.md sec. 7), so training reads codes instead of running the tokenizer every step.
+(as in the paper), so training reads codes instead of running the tokenizer every step.
 
     python data/prepare.py                                      # built-in shapes data
     python data/prepare.py --folder=path/to/clips --out=data/shards/mine --fps=8

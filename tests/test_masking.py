@@ -14,7 +14,7 @@ def example_frame_ids():
 
 
 def rule(frame_ids):
-    """METHOD.md sec. 4 written out as loops: q may see k iff k <= q or both in the same frame;
+    """The frame-causal rule written out as loops: q may see k iff k <= q or both in the same frame;
     padding is never seen (a pad query sees only itself)."""
     L = len(frame_ids)
     m = torch.zeros(L, L, dtype=torch.bool)
@@ -108,7 +108,7 @@ def test_random_masks_hide_the_drawn_ratio():
 
 @pytest.mark.parametrize("kind", ["tube", "random", "diffusion_forcing"])
 def test_every_mask_kind_takes_the_configured_floor(kind):
-    """mask_floor is a setting (METHOD.md sec. 5): at 0.5, the fewest masked tokens a frame is
+    """mask_floor is a setting (train.py --mask_floor): at 0.5, the fewest masked tokens a frame is
     half of it, and about a third of the draws sit there (P(cos(pi u / 2) < 0.5) = 1/3)."""
     counts = training_mask(kind, 1000, 2, 100, torch.Generator().manual_seed(0), floor=0.5).sum(-1)
     if kind == "random":  # i.i.d. tokens: the mean follows rho, E = 0.5 / 3 + 2 sin(pi / 3) / pi

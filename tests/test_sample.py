@@ -157,7 +157,7 @@ def test_the_least_confident_tokens_are_masked_again():
 def test_the_gumbel_temperature_is_the_same_in_every_frame():
     """The confidence noise restarts with every frame: a later frame is unmasked in the same
     noisy order as frame 0 (the official code compounds the temperature to 0 after frame 0,
-    a bug: METHOD.md sec. 6)."""
+    a bug)."""
     def remasked_after_step_0(k, temperature):
         stub = FixedLogits(8)
         unmask_frame(stub, k, 1, 2, 1.0, temperature, torch.Generator().manual_seed(0))

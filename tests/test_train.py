@@ -385,7 +385,7 @@ def test_text_dropout_drops_the_configured_share_of_prompts(shards):
 
 
 def test_the_loss_is_one_mean_over_the_masked_tokens_of_the_global_batch(shards, tmp_path):
-    """METHOD.md sec. 5: the loss averages every masked token of the global batch, not the
+    """AR-DF (sec. 3.3): the loss averages every masked token of the global batch, not the
     micro-batches' own means. At seed 1, step 0 is an image micro-batch (about 200 masked
     tokens) and a video one (about 600): the gradient of the first step (AdamW's first moment,
     unclipped) must be that of sum(loss_sum) / sum(count); the mean of the two means differs."""
