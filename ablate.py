@@ -12,7 +12,8 @@ The paper's three studies in miniature, with the same budget per arm and several
 
 Each arm and seed trains into out_dir/<study>/<arm>_s<seed> (train.py) and is scored with
 ShapesBench (eval.py). Finished runs are skipped, so an interrupted study continues where it
-stopped. Writes out_dir/<study>.md (mean and spread over seeds) and, with matplotlib, a PNG.
+stopped. Writes out_dir/<study>.md (<study>_<arms>.md with --arms; mean and spread over seeds) and,
+with matplotlib (pip install matplotlib), a PNG.
 """
 import contextlib
 import json

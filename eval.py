@@ -468,7 +468,8 @@ def main(argv=None):
     print("consistency: " + format_breaks(breaks))
     # one file per checkpoint and sampling setting: another setting never overwrites a result
     tag = "".join(f"_{short}{cfg[k]}" for k, short in (("seed", "s"), ("cfg", "cfg"), ("steps", "steps"),
-                  ("temperature", "t"), ("token_temperature", "tt"), ("n_per_category", "n"))
+                  ("temperature", "t"), ("token_temperature", "tt"), ("n_per_category", "n"),
+                  ("batch_size", "b"))  # chunks draw from seed + their start: the batch size matters
                   if cfg[k] != DEFAULTS[k])
     which = "" if cfg["ckpt"] == "ckpt.pt" else "_" + os.path.splitext(os.path.basename(cfg["ckpt"]))[0]
     stem = os.path.join(cfg["out_dir"], f"shapesbench{which}_h{cfg['history_ratio']}{tag}")

@@ -27,7 +27,7 @@ STEPS, CFG_SCALE, TEMPERATURE, HISTORY_RATIO = 8, 2.0, 4.5, 0.7
 # Temperature of the token draws themselves (ours; the paper draws at 1.0). 0 takes each masked
 # position's most likely code; the Gumbel noise on the confidence still varies which positions
 # are decided first. The tiny model's independent draws at 1.0 give ragged edges: single_object
-# 0.21 at 1.0 (guidance 3), 0.53 at 0 (guidance 2.5) (README, "Sampling the most likely code").
+# 0.21 at 1.0 (guidance 3), 0.53 at 0 (guidance 2.5) (EXPERIMENTS.md, "Sampling the most likely code").
 TOKEN_TEMPERATURE = 0.0
 
 DEFAULTS = dict(  # python sample.py --key=value; python sample.py --help lists them
