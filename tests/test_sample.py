@@ -89,6 +89,17 @@ def test_history_mask_applied_to_the_context_only(model, ratio):
     assert ((out >= 0) & (out < V)).all()  # the output holds codes only, never MASK
 
 
+def test_generate_writes_the_history_with_the_asked_ratio(model, monkeypatch):
+    """generate passes its history_ratio to the history mask; the ratio changes later frames."""
+    import sample
+    asked = []
+    spy = lambda n, ratio: asked.append(ratio) or history_mask(n, ratio)
+    monkeypatch.setattr(sample, "history_mask", spy)
+    clean, masked = run(model, history_ratio=0.0), run(model, history_ratio=0.9)
+    assert asked == [0.0, 0.9]
+    assert torch.equal(clean[:, 0], masked[:, 0]) and not torch.equal(clean[:, 1:], masked[:, 1:])
+
+
 def test_every_token_is_decided_by_the_last_step(model):
     for steps in (1, 3, 8):
         x = unmask_frame(runner(model), 0, 2, steps, 1.0, 2.0, torch.Generator().manual_seed(0))

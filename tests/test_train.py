@@ -1,5 +1,7 @@
 """train.py: config handling, a fresh run end to end, exact resume, DDP == accumulation, bad input."""
+import contextlib
 import json
+import math
 import os
 import shutil
 import socket
@@ -10,6 +12,8 @@ import torch
 import torch.multiprocessing as mp
 
 import train
+from configurator import configure
+from model import GPT
 from tokenizer import N_BYTES
 from conftest import train_args
 
@@ -73,7 +77,6 @@ def test_help_lists_every_setting_with_its_default_and_note(script, capsys, monk
 
 
 def test_overrides_take_the_settings_type():
-    from configurator import configure
     defaults = dict(max_iters=10, lr=0.1, out_dir="out", flag=False)
     with pytest.raises(SystemExit, match="max_iters must be an int"):
         configure(defaults, ["--max_iters=True"])  # a bool is not a count
@@ -188,12 +191,14 @@ def free_port():
 
 
 def test_ddp_equals_gradient_accumulation(shards, tmp_path):
-    """2 gloo processes x 1 micro-batch == 1 process x 2 micro-batches: same global batch,
-    same masked-token normalisation, same losses and weights."""
+    """2 gloo processes x 2 micro-batches == 1 process x 4 micro-batches: same global batch,
+    same masked-token normalisation, gradients synced once per step (no_sync on the first
+    micro-step), same losses and weights."""
     ddp, accum = tmp_path / "ddp", tmp_path / "accum"
     common = dict(max_iters=3, eval_interval=100, text_drop=0.5, text_loss=0.5)  # both losses
-    mp.spawn(_ddp_worker, args=(2, free_port(), args(shards, ddp, **common)), nprocs=2)
-    train.main(args(shards, accum, gradient_accumulation_steps=2, **common))
+    mp.spawn(_ddp_worker, args=(2, free_port(), args(shards, ddp, gradient_accumulation_steps=2, **common)),
+             nprocs=2)
+    train.main(args(shards, accum, gradient_accumulation_steps=4, **common))
     a, b = train_log(ddp), train_log(accum)
     assert sorted(a) == [1, 2, 3]
     for i in a:
@@ -203,8 +208,8 @@ def test_ddp_equals_gradient_accumulation(shards, tmp_path):
         assert [x is None for x in a[i]["frame_loss"]] == [x is None for x in b[i]["frame_loss"]]
         assert all(abs(x - y) < 1e-5 for x, y in zip(a[i]["frame_loss"], b[i]["frame_loss"]) if x is not None)
     batches = train.Batches(dict(train.DEFAULTS, data_dir=str(shards / "shards"), batch_size=4,
-                                 image_ratio=0.5, gradient_accumulation_steps=2), "train", 0)
-    kinds = [{int(batches.get(step, m)["frame"].max()) for m in (0, 1)} for step in range(3)]
+                                 image_ratio=0.5, gradient_accumulation_steps=4), "train", 0)
+    kinds = [{int(batches.get(step, m)["frame"].max()) for m in range(4)} for step in range(3)]
     assert {0, 2} in kinds  # some step mixes an image micro-batch with a video one
     wa = torch.load(ddp / "ckpt.pt", weights_only=True)["model"]
     wb = torch.load(accum / "ckpt.pt", weights_only=True)["model"]
@@ -297,7 +302,6 @@ def test_empty_data_folder_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize("preset", ["shapes_tiny", "shapes_tiny_t2", "shapes_tiny_long", "shapes_gpu",
                                     "lumos_1b", "lumos_3b"])
 def test_presets_are_valid_configs_with_valid_models(preset):
-    from configurator import configure
     from model import PRESETS, GPTConfig
     cfg = configure(train.DEFAULTS, [f"config/{preset}.py"])
     train.check_config(cfg)  # every choice known, the model buildable (no SystemExit)
@@ -389,8 +393,6 @@ def test_the_loss_is_one_mean_over_the_masked_tokens_of_the_global_batch(shards,
     micro-batches' own means. At seed 1, step 0 is an image micro-batch (about 200 masked
     tokens) and a video one (about 600): the gradient of the first step (AdamW's first moment,
     unclipped) must be that of sum(loss_sum) / sum(count); the mean of the two means differs."""
-    from configurator import configure
-    from model import GPT
     argv = args(shards, tmp_path, seed=1, gradient_accumulation_steps=2, max_iters=1, eval_interval=100,
                 optimizer="adamw", grad_clip=0.0)
     cfg = configure(train.DEFAULTS, argv)
@@ -462,3 +464,142 @@ def test_resume_on_another_tokenizers_codes_is_a_clear_error(shards, tmp_path):
         train.main(args(shards, tmp_path / "run", max_iters=3, init_from="resume", data_dir=str(other)))
     train.main(args(shards, tmp_path / "run", max_iters=3, init_from="resume"))
     assert sorted(train_losses(tmp_path / "run")) == [1, 2, 3]
+
+
+# -----------------------------------------------------------------------------
+# the schedule, clipping, evaluation, best checkpoint and settings across a resume
+
+def test_lr_schedule_warmup_cosine_and_floor():
+    cfg = dict(train.DEFAULTS, learning_rate=1.0, min_lr=0.1, warmup_iters=4, lr_decay_iters=14,
+               max_iters=100)
+    lrs = [train.lr_at(i, cfg) for i in range(20)]
+    assert lrs[:4] == pytest.approx([1 / 5, 2 / 5, 3 / 5, 4 / 5])  # linear, never 0, below the peak
+    assert lrs[4] == pytest.approx(1.0)  # the peak right after warmup
+    assert lrs[9] == pytest.approx(0.1 + 0.5 * 0.9)  # half-way: the cosine's midpoint
+    assert lrs[6] == pytest.approx(0.1 + 0.5 * (1 + math.cos(math.pi * 0.2)) * 0.9)  # cosine, not linear
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
+    assert lrs[14:] == pytest.approx([0.1] * 6)  # min_lr from lr_decay_iters on
+    assert train.lr_at(99, dict(cfg, lr_decay_iters=0)) < train.lr_at(50, dict(cfg, lr_decay_iters=0))
+
+
+def test_every_rank_and_micro_step_draws_its_own_batch(shards):
+    """The global micro-batch index is rank * accumulation + micro: rank 1's micro-step 0 is
+    not rank 0's micro-step 1 (duplicated data), and 2 ranks x 2 micro-steps draw what
+    1 rank x 4 micro-steps draws."""
+    cfg = dict(train.DEFAULTS, data_dir=str(shards / "shards"), batch_size=4, image_ratio=0.5)
+    def get(rank, accum, micro):
+        return train.Batches(dict(cfg, gradient_accumulation_steps=accum), "train", rank).get(3, micro)
+    same = lambda x, y: x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+    for rank in (0, 1):
+        for m in (0, 1):
+            assert same(get(rank, 2, m), get(0, 4, 2 * rank + m))
+    assert not same(get(1, 2, 0), get(0, 2, 1))
+
+
+def test_gradient_clipping_bounds_the_step_gradient(shards, tmp_path):
+    """grad_clip: the gradient the optimiser sees has norm grad_clip (AdamW's first step hides
+    a rescaled gradient, its first moment does not); the log keeps the norm before clipping."""
+    train.main(args(shards, tmp_path, max_iters=1, eval_interval=100, optimizer="adamw",
+                          grad_clip=0.01, warmup_iters=0))
+    state = torch.load(tmp_path / "ckpt.pt", weights_only=True)["optimizer"]["state"]
+    g = torch.cat([s["exp_avg"].flatten() for s in state.values()]) / (1 - train.DEFAULTS["beta1"])
+    assert g.norm().item() == pytest.approx(0.01, rel=1e-3)
+    with open(tmp_path / "log.jsonl") as f:
+        rec = [r for r in map(json.loads, f) if "grad_norm" in r][0]
+    assert rec["grad_norm"] > 0.01
+
+
+def test_a_non_finite_gradient_norm_stops_the_run(shards, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda *a, **k: torch.tensor(float("nan")))
+    with pytest.raises(SystemExit, match="gradient norm nan at iter 0"):
+        train.main(args(shards, tmp_path, max_iters=2, eval_interval=100))
+
+
+def test_evaluate_pools_tokens_over_batches_overall_and_per_frame(shards):
+    """evaluate(): the mean over every masked token of eval_iters fixed batches, overall and per
+    latent frame (each frame's sum over its own count), and text=False scores prompt-less rows."""
+    cfg = configure(train.DEFAULTS, args(shards, "unused", eval_iters=6, image_ratio=0.5))
+    val = train.Batches(cfg, "val", 0)
+    torch.manual_seed(0)
+    model = GPT(train.model_config(cfg, val.meta)).eval()
+    for text in (True, False):
+        outs = []
+        with torch.no_grad():
+            for k in range(6):
+                b = val.get(0, k, text=text)
+                outs.append(model(b["idx"], b["frame"], b["row"], b["col"], targets=b["targets"],
+                                  loss_mask=b["loss_mask"]))
+        n_frames = max(len(o["frame_count"]) for o in outs)
+        fl, fc = torch.zeros(n_frames), torch.zeros(n_frames)
+        for o in outs:
+            fl[:len(o["frame_count"])] += o["frame_loss_sum"].float()
+            fc[:len(o["frame_count"])] += o["frame_count"].float()
+        assert fc[0] > fc[1] > 0  # image batches fill frame 0 only: the frames' counts differ
+        loss, per_frame = train.evaluate(model, val, cfg, "cpu", contextlib.nullcontext(), text=text)
+        want = sum(o["loss_sum"].item() for o in outs) / sum(o["count"].item() for o in outs)
+        assert loss == pytest.approx(want, rel=1e-5)
+        assert per_frame == pytest.approx((fl / fc).tolist(), rel=1e-5)
+        if text:
+            with_text = loss
+    assert loss != with_text
+
+
+def test_the_log_scores_validation_without_the_prompt(shards, tmp_path):
+    """The logged val_loss_no_text is evaluate(text=False) of the checkpointed model."""
+    argv = args(shards, tmp_path, max_iters=2, eval_interval=2, eval_iters=2)
+    train.main(argv)
+    cfg = configure(train.DEFAULTS, argv)
+    ckpt = train.load_checkpoint(str(tmp_path / "ckpt.pt"))
+    model = train.model_from_checkpoint(ckpt, "ckpt.pt")
+    val = train.Batches(cfg, "val", 0, words=ckpt["meta"]["words"])
+    with open(tmp_path / "log.jsonl") as f:
+        rec = [r for r in map(json.loads, f) if "val_loss" in r][-1]
+    for text, key in ((True, "val_loss"), (False, "val_loss_no_text")):
+        got, _ = train.evaluate(model, val, cfg, "cpu", contextlib.nullcontext(), text=text)
+        assert rec[key] == pytest.approx(got, rel=1e-5), key
+    assert rec["val_loss"] != rec["val_loss_no_text"]
+
+
+def test_resume_keeps_the_best_validation_loss(shards, tmp_path, monkeypatch):
+    """best.pt is the best of the whole run, resumes included: a worse validation after a resume
+    leaves best.pt (and best_val_loss) as they were."""
+    scores = iter([1.0, 1.0] + [2.0] * 4)  # (with, without the prompt) per evaluation: 2, then 2 and 4
+    monkeypatch.setattr(train, "evaluate", lambda *a, **k: (next(scores), [0.0]))
+    train.main(args(shards, tmp_path, max_iters=2, eval_interval=2))
+    train.main(args(shards, tmp_path, max_iters=4, eval_interval=2, init_from="resume"))
+    last = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert last["iter_num"] == 4 and last["best_val_loss"] == 1.0
+    assert best["iter_num"] == 2 and best["val_loss"] == 1.0
+
+
+def test_step_i_uses_the_learning_rate_of_iteration_i(shards, tmp_path):
+    train.main(args(shards, tmp_path, max_iters=3, eval_interval=100, warmup_iters=2,
+                          learning_rate=0.003))
+    with open(tmp_path / "log.jsonl") as f:
+        lrs = {r["iter"]: r["lr"] for r in map(json.loads, f) if "lr" in r}
+    assert lrs == pytest.approx({1: 0.001, 2: 0.002, 3: 0.003})
+
+
+def test_resume_takes_this_runs_weight_decay(shards, tmp_path):
+    train.main(args(shards, tmp_path, max_iters=2, optimizer="adamw", weight_decay=0.1))
+    train.main(args(shards, tmp_path, max_iters=3, optimizer="adamw", weight_decay=0.0,
+                          init_from="resume"))
+    groups = torch.load(tmp_path / "ckpt.pt", weights_only=True)["optimizer"]["param_groups"]
+    assert [g["weight_decay"] for g in groups] == [0.0, 0.0]
+
+
+def test_configure_coerces_types_and_applies_sources_in_order(tmp_path):
+    defaults = dict(lr=0.5, names=("a",), batch_size=1, out_dir="out")
+    got = configure(defaults, ["--lr=1", "--names=['x', 'y']"])
+    assert type(got["lr"]) is float and type(got["names"]) is tuple and got["names"] == ("x", "y")
+    one, two = tmp_path / "one.py", tmp_path / "two.py"
+    one.write_text("_base = 8\nbatch_size = _base * 2\nout_dir = 'one'\n")  # _helpers are not settings
+    two.write_text("batch_size = 32\n")
+    assert configure(defaults, [str(one)])["batch_size"] == 16
+    # defaults < presets < --key=value, each in the order given
+    assert configure(defaults, [str(one), str(two)])["batch_size"] == 32
+    assert configure(defaults, [str(two), str(one)])["batch_size"] == 16
+    assert configure(defaults, [str(one), "--batch_size=4"])["batch_size"] == 4
+    assert configure(defaults, ["--batch_size=4", "--batch_size=5"])["batch_size"] == 5
+    assert configure(defaults, [str(one), "--out_dir=z"])["out_dir"] == "z"
