@@ -19,11 +19,14 @@ def test_sections_run_in_order_and_are_saved(tmp_path):
     s = r["sampling"]
     for mode in ("ar_df_kv_cache", "ar_df_no_cache", "next_token_kv_cache"):
         assert s[mode]["s_per_video"] > 0 and s[mode]["frames_per_s"] > 0
-    assert s["ratio_next_token_vs_ar_df"] == pytest.approx(
-        s["next_token_kv_cache"]["s_per_video"] / s["ar_df_kv_cache"]["s_per_video"])
+    for ratio, slow in (("ratio_next_token_vs_ar_df", "next_token_kv_cache"),
+                        ("ratio_no_cache_vs_ar_df", "ar_df_no_cache")):  # how many times slower
+        assert s[ratio] == pytest.approx(s[slow]["s_per_video"] / s["ar_df_kv_cache"]["s_per_video"])
     # CPU: from the shapes: all 64 rows' logits and gradient against one 16-row chunk, in place
     assert r["loss_memory"]["ratio_full_vs_chunked"] == pytest.approx(2 * 64 / 16)
-    assert r["train"]["mmrope"]["tokens_per_s"] > 0 and "mmrope_overhead" in r["train"]
+    t = r["train"]
+    assert t["mmrope"]["tokens_per_s"] > 0  # the overhead: MM-RoPE's step time over 1D's, minus 1
+    assert t["mmrope_overhead"] == pytest.approx(t["mmrope"]["s_per_step"] / t["1d"]["s_per_step"] - 1)
 
 
 def test_each_sampling_mode_runs_the_forwards_it_names(tmp_path, monkeypatch):
@@ -79,6 +82,9 @@ def test_attention_section_runs_on_the_cpu(tmp_path):
     assert a["backward"] is False  # FlexAttention has no CPU backward: forward only here
     for name in ("flex_frame_causal", "sdpa_per_frame", "sdpa_dense_bidirectional"):
         assert a[name] > 0
+    for ratio, name in (("ratio_flex_vs_dense", "flex_frame_causal"),
+                        ("ratio_per_frame_vs_dense", "sdpa_per_frame")):
+        assert a[ratio] == pytest.approx(a[name] / a["sdpa_dense_bidirectional"])
     assert 0 < a["blocks_computed_pct"] <= 100
 
 
