@@ -110,19 +110,21 @@ def check_device(device):
                          f"to cuda:{n - 1}")
 
 
-def writable_dir(path, key):
+def writable_dir(path, key, error=SystemExit):
     """Make folder `path` (the setting `key`) if missing and check that files can be written in
-    it: one error line before any work, not a traceback after it. Returns path."""
+    it: one error line before any work, not a traceback after it. Returns path. error: as in
+    check_ranges (another exception class for library callers, without the 'error: ' prefix)."""
     import tempfile
+    prefix = "error: " if error is SystemExit else ""
     if not path:
-        raise SystemExit(f"error: --{key} is empty: give a folder")
+        raise error(f"{prefix}--{key} is empty: give a folder")
     try:
         os.makedirs(path, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as e:
-        raise SystemExit(f"error: --{key}={path}: cannot write there ({e.strerror or e}): give "
-                         f"another --{key}") from None
+        raise error(f"{prefix}--{key}={path}: cannot write there ({e.strerror or e}): give "
+                    f"another --{key}") from None
     return path
 
 

@@ -298,7 +298,8 @@ def main(argv=None):
     meta, train_cfg = ckpt["meta"], ckpt["config"]
     tok = load_codes_tokenizer(meta, cfg["device"], cfg["tokenizer_path"])
     s_t = tok.compression[0]
-    frames = cfg["frames"] or 1 + (meta["latent_shape"]["video"][0] - 1) * s_t
+    trained = 1 + (meta["latent_shape"]["video"][0] - 1) * s_t  # pixel frames of the training clips
+    frames = cfg["frames"] or trained
     if (frames - 1) % s_t:
         raise SystemExit(f"error: frames must be 1 + k*{s_t} for this tokenizer (1, {1 + s_t}, "
                          f"{1 + 2 * s_t}, ...), got {frames}")
@@ -315,7 +316,6 @@ def main(argv=None):
         if not prompts:
             raise SystemExit(f"error: {cfg['prompt_file']} holds no prompt (one a line)")
     h, w = meta["latent_shape"]["video"][1:]
-    trained = 1 + (meta["latent_shape"]["video"][0] - 1) * s_t
     if frames > trained:
         print(f"note: {frames} frames, more than the {trained} of the training clips: frames past "
               f"those were never trained on")

@@ -103,10 +103,7 @@ def check_out(out):
     The folder above must take files (the shards are written beside, then renamed)."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise FileExistsError(f"--out={out} is a file, not a folder: give another --out")
-    try:
-        writable_dir(os.path.dirname(os.path.abspath(out)), "out")
-    except SystemExit as e:
-        raise FileExistsError(str(e).removeprefix("error: ")) from None
+    writable_dir(os.path.dirname(os.path.abspath(out)), "out", error=FileExistsError)
     held = set(os.listdir(out)) if os.path.isdir(out) else set()
     if "meta.json" in held or held - SHARD_FILES:
         what = "token shards" if "meta.json" in held else "other files"
@@ -120,8 +117,7 @@ class ShardWriter:
     folder that looks finished, and never touches one that is."""
 
     def __init__(self, out, tokenizer, batch_size):
-        check_out(out)
-        self.final, out = out, out.rstrip("/\\") + ".partial"
+        self.final, out = out, out.rstrip("/\\") + ".partial"  # callers check_out(out) first
         shutil.rmtree(out, ignore_errors=True)  # ours: an earlier interrupted attempt
         os.makedirs(out)
         self.out, self.tokenizer, self.batch_size = out, tokenizer, batch_size
@@ -195,10 +191,7 @@ def get_tokenizer(tokenizer_path, height, width, frames, device, tokenizer_args=
     if not os.path.exists(tokenizer_path):
         print(f"no tokenizer at {tokenizer_path}: training one (python tokenizer.py {tokenizer_args})")
         cfg = tokenizer_config(tokenizer_path, height, width, frames, device, tokenizer_args)
-        try:  # it is saved there after minutes of training: checked first
-            writable_dir(cfg["out_dir"], "tokenizer_path")
-        except SystemExit as e:
-            raise ValueError(str(e).removeprefix("error: ")) from None
+        writable_dir(cfg["out_dir"], "tokenizer_path", error=ValueError)  # before minutes of training
         train_tokenizer(cfg, path=tokenizer_path)
     try:
         return load_tokenizer(tokenizer_path, device)
