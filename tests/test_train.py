@@ -31,6 +31,14 @@ def train_losses(out_dir):
     return {i: r["loss"] for i, r in train_log(out_dir).items()}
 
 
+def first_step_gradient(out_dir):
+    """The gradient of a one-step AdamW run, in the optimiser's order, from its first moment
+    (exp_avg = (1 - beta1) g after one step)."""
+    state = torch.load(out_dir / "ckpt.pt", weights_only=True)["optimizer"]["state"]
+    first_moment = torch.cat([state[i]["exp_avg"].flatten() for i in range(len(state))])
+    return first_moment / (1 - train.DEFAULTS["beta1"])
+
+
 def test_unknown_key_and_wrong_type_are_rejected(capsys, tmp_path):
     with pytest.raises(SystemExit, match="(?s)unknown config key 'batchsize'.*valid keys: .*batch_size"):
         train.main(["--batchsize=3"])
@@ -414,8 +422,7 @@ def test_the_loss_is_one_mean_over_the_masked_tokens_of_the_global_batch(shards,
     other = gradient(lambda outs: sum(o["loss_sum"] / o["count"] for o in outs) / len(outs))
     assert (want - other).norm() > 0.02 * want.norm()  # 3.7%: the two are told apart
     train.main(argv)
-    state = torch.load(tmp_path / "ckpt.pt", weights_only=True)["optimizer"]["state"]
-    got = torch.cat([state[i]["exp_avg"].flatten() for i in range(len(state))]) / (1 - cfg["beta1"])
+    got = first_step_gradient(tmp_path)
     assert (got - want).norm() < 1e-4 * want.norm()
 
 
@@ -500,9 +507,8 @@ def test_gradient_clipping_bounds_the_step_gradient(shards, tmp_path):
     """grad_clip: the gradient the optimiser sees has norm grad_clip (AdamW's first step hides
     a rescaled gradient, its first moment does not); the log keeps the norm before clipping."""
     train.main(args(shards, tmp_path, max_iters=1, eval_interval=100, optimizer="adamw",
-                          grad_clip=0.01, warmup_iters=0))
-    state = torch.load(tmp_path / "ckpt.pt", weights_only=True)["optimizer"]["state"]
-    g = torch.cat([s["exp_avg"].flatten() for s in state.values()]) / (1 - train.DEFAULTS["beta1"])
+                    grad_clip=0.01, warmup_iters=0))
+    g = first_step_gradient(tmp_path)
     assert g.norm().item() == pytest.approx(0.01, rel=1e-3)
     with open(tmp_path / "log.jsonl") as f:
         rec = [r for r in map(json.loads, f) if "grad_norm" in r][0]
@@ -575,7 +581,7 @@ def test_resume_keeps_the_best_validation_loss(shards, tmp_path, monkeypatch):
 
 def test_step_i_uses_the_learning_rate_of_iteration_i(shards, tmp_path):
     train.main(args(shards, tmp_path, max_iters=3, eval_interval=100, warmup_iters=2,
-                          learning_rate=0.003))
+                    learning_rate=0.003))
     with open(tmp_path / "log.jsonl") as f:
         lrs = {r["iter"]: r["lr"] for r in map(json.loads, f) if "lr" in r}
     assert lrs == pytest.approx({1: 0.001, 2: 0.002, 3: 0.003})
@@ -584,7 +590,7 @@ def test_step_i_uses_the_learning_rate_of_iteration_i(shards, tmp_path):
 def test_resume_takes_this_runs_weight_decay(shards, tmp_path):
     train.main(args(shards, tmp_path, max_iters=2, optimizer="adamw", weight_decay=0.1))
     train.main(args(shards, tmp_path, max_iters=3, optimizer="adamw", weight_decay=0.0,
-                          init_from="resume"))
+                    init_from="resume"))
     groups = torch.load(tmp_path / "ckpt.pt", weights_only=True)["optimizer"]["param_groups"]
     assert [g["weight_decay"] for g in groups] == [0.0, 0.0]
 
