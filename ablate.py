@@ -88,7 +88,7 @@ def train_arm(cfg, arm, overrides, seed):
 
 # Older done.json files kept less than the whole train.py config: a key they lack had the default
 # of their date. AdamW until 2026-11-30 ("optimizer" kept since), learning rate 5e-3 to 5e-4
-# until that day's sixth session, the text loss on until 2026-12-01.
+# until commit 0dee2ba that day, the text loss on until 2026-12-01.
 OLD_RECIPE = dict(optimizer="adamw", learning_rate=5e-3, min_lr=5e-4, text_loss=1.0)
 # Settings train.py gained later, at the value every run before them had: byte-level prompts.
 ADDED_SINCE = dict(text_vocab="bytes")
