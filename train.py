@@ -46,6 +46,8 @@ width = 32
 frames = 9
 fps = 8
 image_ratio = 0.25             # fraction of micro-batches that are images (1-frame videos)
+image_iters = 0                # the paper's stage 1: this many steps of images alone first; 0: none
+                               # (text-to-image first, then joint batches at image_ratio)
 text_len = 88                  # text budget in tokens (left-padded); longer prompts are an error
 prompt_template = "short"      # 'short' | 'official' (tokenizer.TEMPLATES)
 text_vocab = "words"           # 'words': the training captions' words are tokens, the rest bytes
@@ -183,6 +185,9 @@ class Batches:
             raise SystemExit(f"error: no {split} clips in {cfg['data_dir']}: run python data/prepare.py "
                              f"(for a folder of your own, with enough files that val_fraction leaves "
                              f"some in each split)")
+        if split == "train" and cfg["image_iters"] and "image" not in self.kinds:
+            raise SystemExit(f"error: image_iters={cfg['image_iters']} trains on images first, but "
+                             f"{cfg['data_dir']} holds no images: set --image_iters=0, or add images")
 
     def prompt_text(self, caption, latent_frames):
         m, st = self.meta, self.meta["compression"][0]
@@ -213,8 +218,9 @@ class Batches:
         targets (clean), loss_mask, frame, row, col. text=False: the same clips and masks with
         every prompt dropped (the unconditional sequences of classifier-free guidance)."""
         cfg, g = self.cfg, self.generator(step, micro)
-        use_images = "image" in self.kinds and (
-            "video" not in self.kinds or torch.rand(1, generator=g).item() < cfg["image_ratio"])
+        stage1 = self.split == "train" and step < cfg["image_iters"]  # the paper's stage 1: images only
+        use_images = "image" in self.kinds and ("video" not in self.kinds or stage1
+                                                or torch.rand(1, generator=g).item() < cfg["image_ratio"])
         codes, prompts = self.kinds["image" if use_images else "video"]
         pick = torch.randint(len(prompts), (cfg["batch_size"],), generator=g).tolist()
         drop = (torch.rand(len(pick), generator=g) < cfg["text_drop"]).tolist()
@@ -422,7 +428,7 @@ def check_config(cfg):
         (("batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval",
           "text_len", "sample_steps"), AT_LEAST_1),
         (("max_iters", "warmup_iters", "lr_decay_iters", "min_lr", "weight_decay", "grad_clip",
-          "text_loss", "loss_chunk", "sample_cfg", "n_layer", "n_head", "n_kv_head", "n_embd",
+          "text_loss", "loss_chunk", "sample_cfg", "image_iters", "n_layer", "n_head", "n_kv_head", "n_embd",
           "ffn_hidden"), AT_LEAST_0),
         (("image_ratio", "mask_floor", "text_drop"), FRACTION),
         (("beta1", "beta2"), (lambda x: 0 <= x < 1, "0 or more and below 1")),

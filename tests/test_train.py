@@ -56,7 +56,8 @@ def test_unknown_key_and_wrong_type_are_rejected(capsys, tmp_path):
 
 @pytest.mark.parametrize("bad", ["--batch_size=0", "--gradient_accumulation_steps=0", "--eval_iters=0",
                                  "--log_interval=0", "--learning_rate=-1.0", "--image_ratio=1.5",
-                                 "--loss_chunk=-1", "--beta1=1.0", "--sample_steps=0", "--n_head=-2"])
+                                 "--loss_chunk=-1", "--beta1=1.0", "--sample_steps=0", "--n_head=-2",
+                                 "--image_iters=-1"])
 def test_settings_out_of_range_stop_before_anything_runs(bad, tmp_path):
     with pytest.raises(SystemExit, match=f"{bad} is out of range"):
         train.main([bad, f"--out_dir={tmp_path}"])
@@ -344,6 +345,34 @@ def test_validation_batches_do_not_depend_on_the_seed(shards):
         a, b = batches(split, 0), batches(split, 1337)
         equal = all(x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x) for x, y in zip(a, b))
         assert equal == same, split
+
+
+def test_image_iters_trains_on_images_first_then_as_before(shards, tmp_path):
+    """The paper's stage 1 (--image_iters=N): the first N training steps draw images alone, even
+    at image_ratio 0; from step N on, the batches of a run without it, draw for draw. Validation
+    batches do not change. Without image shards it stops with one line."""
+    cfg = dict(train.DEFAULTS, data_dir=str(shards / "shards"), batch_size=4, image_ratio=0.0,
+               image_iters=3)
+    staged, plain = train.Batches(cfg, "train", 0), train.Batches(dict(cfg, image_iters=0), "train", 0)
+    same = lambda x, y: x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+    for step in range(3):
+        assert int(staged.get(step)["frame"].max()) == 0  # one latent frame: images
+        assert int(plain.get(step)["frame"].max()) > 0    # image_ratio 0: videos
+    assert all(same(staged.get(step, k), plain.get(step, k)) for step in (3, 4, 9) for k in (0, 1))
+    val = train.Batches(cfg, "val", 0, words=staged.words)
+    val_plain = train.Batches(dict(cfg, image_iters=0), "val", 0, words=staged.words)
+    assert all(same(val.get(0, k), val_plain.get(0, k)) for k in range(3))
+    videos_only = tmp_path / "videos_only"
+    videos_only.mkdir()
+    for f in (shards / "shards").iterdir():
+        if "image" not in f.name:
+            shutil.copy(f, videos_only / f.name)
+    meta = json.loads((videos_only / "meta.json").read_text())  # a folder of videos alone
+    meta["counts"] = {split: dict(n, image=0) for split, n in meta["counts"].items()}
+    (videos_only / "meta.json").write_text(json.dumps(meta))
+    train.Batches(dict(cfg, data_dir=str(videos_only), image_iters=0), "train", 0)  # fine without
+    with pytest.raises(SystemExit, match="image_iters=3 trains on images first, but .* holds no images"):
+        train.Batches(dict(cfg, data_dir=str(videos_only)), "train", 0)
 
 
 def test_validation_without_the_prompt_keeps_clips_and_masks(shards):
