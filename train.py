@@ -450,6 +450,38 @@ def check_config(cfg):
                          f"(on a GPU without bfloat16, use float32)")
 
 
+def check_resumable(ckpt, ckpt_path, gpt_cfg, cfg, meta):
+    """Stop unless this run can continue the checkpoint: the same model shape, text loss,
+    optimizer, text vocabulary and tokenizer codes. How it runs (kernel, dtype, device) may change."""
+    asked = model_config(cfg, meta)
+    differ = [k for k in SHAPE_KEYS if getattr(gpt_cfg, k) != getattr(asked, k)]
+    if differ:
+        raise SystemExit(f"error: {ckpt_path} holds a model with "
+                         + ", ".join(f"{k}={getattr(gpt_cfg, k)!r}" for k in differ)
+                         + "; this run asks for "
+                         + ", ".join(f"{k}={getattr(asked, k)!r}" for k in differ)
+                         + ": resume it with the settings it was trained with (--model_size, its "
+                           "shape keys, --rope_kind, --rope_scaling)")
+    if gpt_cfg.text_head != (cfg["text_loss"] > 0):
+        raise SystemExit(f"error: {ckpt_path} was trained {'with' if gpt_cfg.text_head else 'without'} "
+                         f"the text loss: resume it with --text_loss="
+                         f"{ckpt['config'].get('text_loss', 0.0)}")
+    trained_with = ckpt["config"].get("optimizer", "adamw")
+    if trained_with != cfg["optimizer"]:
+        raise SystemExit(f"error: {ckpt_path} was trained with optimizer={trained_with!r}: resume "
+                         f"it with --optimizer={trained_with} (under ablate.py: "
+                         f"--train_args='--optimizer={trained_with}')")
+    if ckpt["meta"].get("words", []) != meta["words"]:
+        raise SystemExit(f"error: {ckpt_path} was trained with another text vocabulary than "
+                         f"{cfg['data_dir']}'s captions and --text_vocab={cfg['text_vocab']} give: "
+                         f"resume it with the data and --text_vocab it was trained with")
+    trained_on = ckpt.get("meta", {}).get("tokenizer_fingerprint")
+    if trained_on and meta.get("tokenizer_fingerprint") not in (None, trained_on):
+        raise SystemExit(f"error: {ckpt_path} was trained on the codes of another tokenizer than "
+                         f"{cfg['data_dir']}'s: resume it with the data it was trained on "
+                         f"(--data_dir={ckpt['config']['data_dir']})")
+
+
 def main(argv=None):
     cfg = configure(DEFAULTS, argv)
     check_config(cfg)
@@ -509,34 +541,8 @@ def main(argv=None):
         model = model_from_checkpoint(ckpt, ckpt_path, attn_impl=cfg["attn_impl"],
                                       grad_checkpoint=cfg["grad_checkpoint"],
                                       loss_chunk=cfg["loss_chunk"]).to(device)
-        gpt_cfg, asked = model.cfg, model_config(cfg, meta)
-        differ = [k for k in SHAPE_KEYS if getattr(gpt_cfg, k) != getattr(asked, k)]
-        if differ:
-            raise SystemExit(f"error: {ckpt_path} holds a model with "
-                             + ", ".join(f"{k}={getattr(gpt_cfg, k)!r}" for k in differ)
-                             + "; this run asks for "
-                             + ", ".join(f"{k}={getattr(asked, k)!r}" for k in differ)
-                             + ": resume it with the settings it was trained with (--model_size, its "
-                               "shape keys, --rope_kind, --rope_scaling)")
-        if gpt_cfg.text_head != (cfg["text_loss"] > 0):
-            raise SystemExit(f"error: {ckpt_path} was trained {'with' if gpt_cfg.text_head else 'without'} "
-                             f"the text loss: resume it with --text_loss="
-                             f"{ckpt['config'].get('text_loss', 0.0)}")
-        trained_with = ckpt["config"].get("optimizer", "adamw")
-        if trained_with != cfg["optimizer"]:
-            raise SystemExit(f"error: {ckpt_path} was trained with optimizer={trained_with!r}: resume "
-                             f"it with --optimizer={trained_with} (under ablate.py: "
-                             f"--train_args='--optimizer={trained_with}')")
-        if ckpt["meta"].get("words", []) != meta["words"]:
-            raise SystemExit(f"error: {ckpt_path} was trained with another text vocabulary than "
-                             f"{cfg['data_dir']}'s captions and --text_vocab={cfg['text_vocab']} give: "
-                             f"resume it with the data and --text_vocab it was trained with")
-        trained_on = ckpt.get("meta", {}).get("tokenizer_fingerprint")
-        if trained_on and meta.get("tokenizer_fingerprint") not in (None, trained_on):
-            raise SystemExit(f"error: {ckpt_path} was trained on the codes of another tokenizer than "
-                             f"{cfg['data_dir']}'s: resume it with the data it was trained on "
-                             f"(--data_dir={ckpt['config']['data_dir']})")
-        iter_num, best_val = ckpt["iter_num"], ckpt["best_val_loss"]
+        check_resumable(ckpt, ckpt_path, model.cfg, cfg, meta)
+        gpt_cfg, iter_num, best_val = model.cfg, ckpt["iter_num"], ckpt["best_val_loss"]
     else:
         gpt_cfg = model_config(cfg, meta)
         model = GPT(gpt_cfg).to(device)
