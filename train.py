@@ -428,8 +428,8 @@ def check_config(cfg):
         (("batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval",
           "text_len", "sample_steps"), AT_LEAST_1),
         (("max_iters", "warmup_iters", "lr_decay_iters", "min_lr", "weight_decay", "grad_clip",
-          "text_loss", "loss_chunk", "sample_cfg", "image_iters", "n_layer", "n_head", "n_kv_head", "n_embd",
-          "ffn_hidden"), AT_LEAST_0),
+          "text_loss", "loss_chunk", "sample_cfg", "image_iters", "n_layer", "n_head", "n_kv_head",
+          "n_embd", "ffn_hidden"), AT_LEAST_0),
         (("image_ratio", "mask_floor", "text_drop"), FRACTION),
         (("beta1", "beta2"), (lambda x: 0 <= x < 1, "0 or more and below 1")),
         (("learning_rate",), POSITIVE)])

@@ -156,7 +156,7 @@ def test_a_run_trained_with_other_settings_is_not_reused(shards, tmp_path):
                                          "--train_args='--text_vocab=bytes --text_loss=1.0'"):
         ablate.main(args)
     assert ablate.main(plus(" --text_vocab=bytes --text_loss=1.0"))
-    # a done.json of 2026-11-30 (Muon at 5e-3): no train_config, the optimizer kept, learning rate 5e-3
+    # a done.json of 2026-11-30 (Muon at 5e-3): no train_config, the optimizer kept
     record = {k: v for k, v in record.items() if k != "train_config"}
     done.write_text(json.dumps(dict(record, optimizer="muon")))
     lr, min_lr = train.DEFAULTS["learning_rate"], train.DEFAULTS["min_lr"]
