@@ -13,7 +13,8 @@ data_dir = "data/shards/mine"
 tokenizer_path = "out_3b/tokenizer.pt"
 height, width, frames, fps = 256, 256, 25, 12  # the shards' geometry: train.py checks it
 prompt_template = "official"
-image_ratio = 0.5              # the paper's joint stage alternates image and video batches
+image_ratio = 0.5              # half the micro-batches images: the paper's joint stage alternates
+                               # image and video batches
 image_iters = 0                # its first stage trains on images alone: set as many steps as your
                                # image data warrants; 0: joint from the start
 text_len = 256

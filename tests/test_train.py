@@ -355,8 +355,10 @@ def test_image_iters_trains_on_images_first_then_as_before(shards, tmp_path):
                image_iters=3)
     staged, plain = train.Batches(cfg, "train", 0), train.Batches(dict(cfg, image_iters=0), "train", 0)
     same = lambda x, y: x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
-    for step in range(3):
-        assert int(staged.get(step)["frame"].max()) == 0  # one latent frame: images
+    rank1 = train.Batches(dict(cfg, gradient_accumulation_steps=2), "train", 1)
+    for step in range(3):  # every micro-step on every rank: one latent frame, images
+        assert all(int(b["frame"].max()) == 0 for b in (staged.get(step), staged.get(step, 1),
+                                                         rank1.get(step, 0), rank1.get(step, 1)))
         assert int(plain.get(step)["frame"].max()) > 0    # image_ratio 0: videos
     assert all(same(staged.get(step, k), plain.get(step, k)) for step in (3, 4, 9) for k in (0, 1))
     val = train.Batches(cfg, "val", 0, words=staged.words)
