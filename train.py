@@ -475,7 +475,7 @@ def check_resumable(ckpt, ckpt_path, gpt_cfg, cfg, meta):
         raise SystemExit(f"error: {ckpt_path} was trained with another text vocabulary than "
                          f"{cfg['data_dir']}'s captions and --text_vocab={cfg['text_vocab']} give: "
                          f"resume it with the data and --text_vocab it was trained with")
-    trained_on = ckpt.get("meta", {}).get("tokenizer_fingerprint")
+    trained_on = ckpt["meta"].get("tokenizer_fingerprint")  # load_checkpoint checked "meta"
     if trained_on and meta.get("tokenizer_fingerprint") not in (None, trained_on):
         raise SystemExit(f"error: {ckpt_path} was trained on the codes of another tokenizer than "
                          f"{cfg['data_dir']}'s: resume it with the data it was trained on "

@@ -54,9 +54,8 @@ def _no_shards(out):
 def _damaged(out, what):
     return ValueError(f"the token shards in {out!r} are damaged ({what}): delete the folder and prepare "
                       f"them again with the command that made them (python data/prepare.py --out={out} "
-                      f"with the same "
-                      f"--folder, --height, --width, --frames and --fps); shapes shards that "
-                      f"train.py made, it makes again once the folder is deleted")
+                      f"with the same --folder, --height, --width, --frames and --fps); shapes shards "
+                      f"that train.py made, it makes again once the folder is deleted")
 
 
 def load_meta(out):
