@@ -9,6 +9,7 @@ where a float is expected); unknown keys are rejected with the list of valid one
 prints the script's docstring and every setting with its default and note.
 """
 import ast
+import math
 import os
 import re
 import sys
@@ -146,9 +147,16 @@ def check_ranges(config, rules, error=SystemExit):
     serve two scripts). error=ValueError for library callers."""
     for keys, (ok, want) in rules:
         for key in keys:
-            if key in config and not ok(config[key]):
-                message = f"--{key}={config[key]} is out of range: use {want}"
-                raise error(f"error: {message}" if error is SystemExit else message)
+            if key not in config:
+                continue
+            value = config[key]
+            if isinstance(value, float) and not math.isfinite(value):  # inf would pass x >= 0
+                message = f"--{key}={value} is not a finite number: use {want}"
+            elif not ok(value):
+                message = f"--{key}={value} is out of range: use {want}"
+            else:
+                continue
+            raise error(f"error: {message}" if error is SystemExit else message)
 
 
 def print_help(defaults):

@@ -293,6 +293,8 @@ def test_cli_bad_input(trained_run, tmp_path):
         sample.main([f"--out_dir={trained_run}", "--frames=6"])
     with pytest.raises(SystemExit, match="--token_temperature=-1.0 is out of range"):
         sample.main([f"--out_dir={trained_run}", "--token_temperature=-1.0"])
+    with pytest.raises(SystemExit, match="--cfg=inf is not a finite number"):
+        sample.main([f"--out_dir={trained_run}", "--cfg=1e400"])
     with pytest.raises(SystemExit, match="--history_ratio=1.5 is out of range"):
         sample.main([f"--out_dir={trained_run}", "--history_ratio=1.5"])
     with pytest.raises(SystemExit, match="--num_samples=0 is out of range"):

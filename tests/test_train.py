@@ -64,6 +64,14 @@ def test_settings_out_of_range_stop_before_anything_runs(bad, tmp_path):
     assert not tmp_path.joinpath("log.jsonl").exists()
 
 
+@pytest.mark.parametrize("bad", ["--grad_clip=1e400", "--sample_cfg=1e999", "--min_lr=-1e400"])
+def test_infinite_settings_stop_before_anything_runs(bad, tmp_path):
+    # 1e400 parses as a float, inf, which passes a test like x >= 0
+    with pytest.raises(SystemExit, match=f"{bad.split('=')[0]}=-?inf is not a finite number"):
+        train.main([bad, f"--out_dir={tmp_path}"])
+    assert not tmp_path.joinpath("log.jsonl").exists()
+
+
 @pytest.mark.parametrize("script", ["train", "sample", "eval"])
 def test_help_lists_every_setting_with_its_default_and_note(script, capsys, monkeypatch, tmp_path):
     module = __import__(script)
