@@ -114,6 +114,26 @@ def test_chunked_loss_equals_full_logits_cross_entropy():
     torch.testing.assert_close(out["loss_sum"] / out["count"], l1)
 
 
+def test_loss_weighs_every_masked_token_alike():
+    # the paper averages over the masked tokens of the batch, so a sample with more masked tokens
+    # counts for more: with unequal counts that is not the mean of the per-sample means
+    b = batch()
+    idx, masked = masked_inputs(b)
+    model = tiny_model(loss_chunk=7).train()
+    with torch.no_grad():
+        full = model(idx, b["frame"], b["row"], b["col"]).float()
+    ce = F.cross_entropy(full.transpose(1, 2), b["idx"].clamp(min=VISUAL_OFFSET) - VISUAL_OFFSET,
+                         reduction="none")  # (B, L): every position's loss
+    loss_mask = masked.clone()  # sample 1 scores only its 3 best-predicted masked tokens
+    loss_mask[1] = False
+    loss_mask[1, ce[1].masked_fill(~masked[1], float("inf")).argsort()[:3]] = True
+    out = model(idx, b["frame"], b["row"], b["col"], targets=b["idx"], loss_mask=loss_mask)
+    torch.testing.assert_close(out["loss_sum"].detach(), ce[loss_mask].sum())
+    assert out["count"] == loss_mask.sum() == masked[0].sum() + 3
+    per_sample = (ce[0][loss_mask[0]].mean() + ce[1][loss_mask[1]].mean()) / 2
+    assert abs(per_sample - ce[loss_mask].mean()) > 0.05  # the two averages differ here
+
+
 def test_chunked_loss_backward_twice_is_an_error():
     b = batch()
     idx, loss_mask = masked_inputs(b)

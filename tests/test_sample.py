@@ -9,7 +9,7 @@ import torch
 from masking import confidence_temperature, history_mask
 from model import GPT, GPTConfig
 from sample import FrameRunner, compile_for_sampling, generate, guided, save_video, unmask_frame
-from tokenizer import (MASK, VISUAL_OFFSET, TokenizerConfig, VideoTokenizer, collate, encode_text,
+from tokenizer import (MASK, PAD, VISUAL_OFFSET, TokenizerConfig, VideoTokenizer, collate, encode_text,
                        layout, save_tokenizer)
 from conftest import needs_compiler
 
@@ -65,6 +65,29 @@ def test_guidance_formula():
 
 def test_guidance_changes_the_video(model):
     assert not torch.equal(run(model, cfg_scale=1.0), run(model, cfg_scale=5.0))
+
+
+def test_unconditional_rows_are_the_sequences_without_text(model, monkeypatch):
+    """Guidance batches B conditional rows and B rows without the prompt (sec. 3.3); at scale 1
+    only the conditional rows run."""
+    import sample
+    seen = []
+
+    class Spy(FrameRunner):
+        def __init__(self, model, seq, *args):
+            seen.append(seq)
+            super().__init__(model, seq, *args)
+
+    monkeypatch.setattr(sample, "FrameRunner", Spy)
+    run(model, cfg_scale=3.0)
+    run(model, cfg_scale=1.0)
+    guided_seq, plain_seq = seen
+    want = collate([layout(p, FRAMES, H, W, TEXT_LEN) for p in prompts()] +
+                   [layout(None, FRAMES, H, W, TEXT_LEN)] * 2)
+    for key in ("idx", "frame", "row", "col"):
+        assert torch.equal(guided_seq[key], want[key]), key
+        assert torch.equal(plain_seq[key], want[key][:2]), key
+    assert (guided_seq["idx"][2:, :TEXT_LEN] == PAD).all()  # no prompt at all
 
 
 def runner(model, use_cache=True):
