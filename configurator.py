@@ -142,7 +142,7 @@ def first_sentence(error):
 
 
 def check_ranges(config, rules, error=SystemExit):
-    """Stop at the first setting out of its range, naming it and the range to use. rules:
+    """Stop at the first setting out of its range or not finite, naming it and the range to use. rules:
     [(keys, (test, range in words))]; keys missing from config are skipped (one rule list can
     serve two scripts). error=ValueError for library callers."""
     for keys, (ok, want) in rules:
