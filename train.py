@@ -223,6 +223,7 @@ class Batches:
                                                 or torch.rand(1, generator=g).item() < cfg["image_ratio"])
         codes, prompts = self.kinds["image" if use_images else "video"]
         pick = torch.randint(len(prompts), (cfg["batch_size"],), generator=g).tolist()
+        # validation drops prompts too, so its loss is the training objective's (and changes with text_drop)
         drop = (torch.rand(len(pick), generator=g) < cfg["text_drop"]).tolist()
         clips = torch.from_numpy(np.stack([codes[i] for i in pick]).astype(np.int64))  # (B, F, h, w)
         batch = collate([build_sequence(None if d or not text else prompts[i], c, cfg["text_len"])
