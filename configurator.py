@@ -146,16 +146,15 @@ def check_ranges(config, rules, error=SystemExit):
     [(keys, (test, range in words))]; keys missing from config are skipped (one rule list can
     serve two scripts). error=ValueError for library callers."""
     for keys, (ok, want) in rules:
-        for key in keys:
-            if key not in config:
-                continue
+        for key in (k for k in keys if k in config):
             value = config[key]
             if isinstance(value, float) and not math.isfinite(value):  # inf would pass x >= 0
-                message = f"--{key}={value} is not a finite number: use {want}"
+                problem = "is not a finite number"
             elif not ok(value):
-                message = f"--{key}={value} is out of range: use {want}"
+                problem = "is out of range"
             else:
                 continue
+            message = f"--{key}={value} {problem}: use {want}"
             raise error(f"error: {message}" if error is SystemExit else message)
 
 
