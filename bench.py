@@ -263,8 +263,12 @@ def main(argv=None):
     if not set(sections) <= {"sampling", "attention", "train", "loss"}:
         raise SystemExit(f"error: --sections takes a comma-separated subset of sampling,attention,train,loss; "
                          f"got {cfg['sections']!r}")
-    if cfg["attn_impl"] not in ("sdpa", "flex", "frames"):
-        raise SystemExit(f"error: --attn_impl is 'sdpa', 'flex' or 'frames'; got {cfg['attn_impl']!r}")
+    gpt_cfg = GPTConfig(**PRESETS[cfg["model_size"]], n_visual=cfg["n_visual"], attn_impl=cfg["attn_impl"],
+                        grad_checkpoint=cfg["grad_checkpoint"], loss_chunk=cfg["loss_chunk"])
+    try:  # the attention kernel's name, as train.py checks it
+        gpt_cfg.validate()
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
     if os.path.isdir(cfg["out"]):
         raise SystemExit(f"error: --out={cfg['out']} is a folder: give a file name (bench.json)")
     writable_dir(os.path.dirname(cfg["out"]) or ".", "out")  # the figures go there: checked first
@@ -272,8 +276,6 @@ def main(argv=None):
     device = cfg["device"]
     ptdtype = getattr(torch, cfg["dtype"])
     ctx = contextlib.nullcontext() if ptdtype == torch.float32 else torch.autocast(torch.device(device).type, dtype=ptdtype)
-    gpt_cfg = GPTConfig(**PRESETS[cfg["model_size"]], n_visual=cfg["n_visual"], attn_impl=cfg["attn_impl"],
-                        grad_checkpoint=cfg["grad_checkpoint"], loss_chunk=cfg["loss_chunk"])
     dev_name = torch.cuda.get_device_name(device) if device.startswith("cuda") else f"cpu, {torch.get_num_threads()} threads"
     print(f"device: {dev_name} | torch {torch.__version__} | sequence {cfg['text_len']} text + "
           f"{cfg['frames']}x{cfg['h']}x{cfg['w']} visual tokens")

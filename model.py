@@ -65,9 +65,10 @@ class GPTConfig:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}) "
                              f"and n_head by n_kv_head ({self.n_kv_head})")
         rope_cos_sin(torch.zeros(3, 1, dtype=torch.long), self.head_dim, self.rope_kind)  # validates
-        if self.attn_impl not in ("sdpa", "flex", "frames") or self.loss_impl not in ("chunked", "full"):
-            raise ValueError(f"attn_impl must be 'sdpa', 'flex' or 'frames' and loss_impl 'chunked' "
-                             f"or 'full', got {self.attn_impl!r}, {self.loss_impl!r}")
+        if self.attn_impl not in ("sdpa", "flex", "frames"):
+            raise ValueError(f"attn_impl must be 'sdpa', 'flex' or 'frames', got {self.attn_impl!r}")
+        if self.loss_impl not in ("chunked", "full"):
+            raise ValueError(f"loss_impl must be 'chunked' or 'full', got {self.loss_impl!r}")
 
     @property
     def head_dim(self):

@@ -95,7 +95,7 @@ def test_unknown_section_is_refused(tmp_path):
         bench.main(SMALL + ["--repeat=0", f"--out={tmp_path / 'b.json'}"])
     with pytest.raises(SystemExit, match="--model_size is one of"):
         bench.main(SMALL + ["--model_size=huge", f"--out={tmp_path / 'b.json'}"])
-    with pytest.raises(SystemExit, match="--attn_impl is 'sdpa', 'flex' or 'frames'; got 'bogus'"):
+    with pytest.raises(SystemExit, match="attn_impl must be 'sdpa', 'flex' or 'frames', got 'bogus'"):
         bench.main(SMALL + ["--attn_impl=bogus", f"--out={tmp_path / 'b.json'}"])
     with pytest.raises(SystemExit, match="is a folder: give a file name"):  # before, not after, the run
         bench.main(SMALL + [f"--out={tmp_path}"])

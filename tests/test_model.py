@@ -337,6 +337,10 @@ def test_bad_config_is_a_clear_value_error():
         GPT(GPTConfig(n_embd=128, n_head=4, n_kv_head=3))
     with pytest.raises(ValueError, match="unknown rope kind"):
         GPT(GPTConfig(rope_kind="xyz"))
+    with pytest.raises(ValueError, match="attn_impl must be .* got 'dense'"):
+        GPT(GPTConfig(attn_impl="dense"))
+    with pytest.raises(ValueError, match="loss_impl must be 'chunked' or 'full', got 'fused'"):
+        GPT(GPTConfig(loss_impl="fused"))
 
 
 def test_text_loss_is_next_byte_prediction_on_the_prompt_only():
