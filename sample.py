@@ -186,9 +186,9 @@ def generate(model, prompts, frames, h, w, text_len, steps=STEPS, cfg_scale=CFG_
 # -----------------------------------------------------------------------------
 # files
 
-def save_video(video, stem, fps=8, scale=4):
+def save_video(video, stem, fps, scale=4):
     """Write video uint8 [T, H, W, 3] as stem.gif and stem.png (frames side by side), upscaled
-    for viewing; also stem.mp4 when PyAV is installed. Returns the paths written."""
+    for viewing; also stem.mp4 when PyAV is installed; fps: the data's. Returns the paths written."""
     from PIL import Image
     video = np.asarray(video).repeat(scale, axis=1).repeat(scale, axis=2)  # (T, sH, sW, 3)
     frames = [Image.fromarray(f) for f in video]

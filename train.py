@@ -413,7 +413,7 @@ def write_samples(raw_model, tok, cfg, meta, device):
                          cfg_scale=cfg["sample_cfg"], seed=cfg["seed"], progress=False)
         video = tok.decode(codes[0])
         path = os.path.join(cfg["out_dir"], "samples", file_stem(prompt))
-        print("wrote " + ", ".join(save_video(video, path)))
+        print("wrote " + ", ".join(save_video(video, path, meta["fps"])))
 
 
 # -----------------------------------------------------------------------------

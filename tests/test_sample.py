@@ -235,9 +235,10 @@ def test_text_to_image_is_one_frame(model):
 def test_video_files_are_valid(tmp_path):
     from PIL import Image
     video = np.random.randint(0, 255, (5, 8, 8, 3), dtype=np.uint8)
-    paths = save_video(video, str(tmp_path / "clip"), scale=2)
+    paths = save_video(video, str(tmp_path / "clip"), fps=12, scale=2)
     gif = Image.open(tmp_path / "clip.gif")
     assert gif.n_frames == 5 and gif.size == (16, 16)
+    assert abs(gif.info["duration"] - 1000 / 12) < 10  # the data's fps (GIF keeps centiseconds)
     assert Image.open(tmp_path / "clip.png").size == (16 * 5, 16)
     assert str(tmp_path / "clip.png") in paths
 
