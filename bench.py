@@ -164,7 +164,7 @@ def bench_train_step(gpt_cfg, cfg, device, ctx):
     if cfg["compile"]:
         model.compile_body()
     b = train_batch(cfg, gpt_cfg.n_visual, device)
-    mask = model.attention_mask(b["frame"])  # built once, as a training loop over one layout would
+    mask = model.mask_for(b["frame"])  # built once, as a training loop over one layout would
 
     def step():
         with ctx:

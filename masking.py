@@ -143,8 +143,9 @@ def random_mask(rho, num_frames, n, generator):
     return torch.rand(len(rho), num_frames, n, generator=generator) < rho[:, None, None]
 
 
-def diffusion_forcing_mask(num_frames, n, generator, floor=0.7, batch_size=1):
-    """Baseline (diffusion forcing): an independent ratio and mask for every frame. [B, F, n]."""
+def diffusion_forcing_mask(batch_size, num_frames, n, generator, floor=0.7):
+    """Baseline (diffusion forcing): an independent ratio and mask for every frame of every
+    sample (so it draws its own ratios, where tube and random masks take one per sample). [B, F, n]."""
     rho = mask_ratio(batch_size * num_frames, generator, floor).view(batch_size, num_frames)
     return _exact_count_mask(rho, n, generator)
 
@@ -155,7 +156,7 @@ MASK_KINDS = ("tube", "random", "diffusion_forcing")
 def training_mask(kind, batch_size, num_frames, n, generator, floor=0.7):
     """The [B, F, n] training mask of the given kind: 'tube' (AR-DF), 'random' or 'diffusion_forcing'."""
     if kind == "diffusion_forcing":
-        return diffusion_forcing_mask(num_frames, n, generator, floor, batch_size)
+        return diffusion_forcing_mask(batch_size, num_frames, n, generator, floor)
     rho = mask_ratio(batch_size, generator, floor)
     if kind == "tube":
         return tube_mask(rho, num_frames, n, generator)

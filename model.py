@@ -3,8 +3,8 @@ The Lumos-1 backbone: a Llama-style decoder over one sequence of text and visual
 (sec. 3.1), with MM-RoPE (rope.py), the frame-causal mask (masking.py) and the AR-DF loss.
 
 - Training forward: the loss at masked visual positions only, over the visual codes only,
-  predicting the token at the same position (no next-token shift). The head runs on the masked
-  rows alone, in chunks: full-vocabulary logits are never built.
+  predicting the token at the same position (no next-token shift). The head covers the visual
+  codes only and, by default, runs on the masked rows alone, in chunks (MaskedRowCrossEntropy).
 - Sampling forward: only the current frame's tokens, against a static, preallocated KV cache.
 """
 import math
@@ -22,9 +22,9 @@ from rope import apply_rope, rope_cos_sin, rope_positions
 
 
 @dataclass
-class GPTConfig:
+class GPTConfig:               # the defaults are the tiny preset (PRESETS below)
     n_layer: int = 6
-    n_head: int = 4
+    n_head: int = 2
     n_kv_head: int = 2           # grouped-query attention: n_head % n_kv_head == 0
     n_embd: int = 128
     ffn_hidden: int = 384        # SwiGLU hidden width
@@ -143,6 +143,8 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if slots is not None:  # sampling: write this chunk to the cache, attend over the cache
             k, v = self.kv_cache.update(slots, k, v)  # (B, nkv, max_len, hd)
+        # mask (GPT.mask_for): a dense [B, L, L] tensor (SDPA), a FrameLayout (one SDPA call per
+        # frame) or a FlexAttention BlockMask, one form of the same frame-causal rule
         if isinstance(mask, torch.Tensor):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], enable_gqa=True)
         elif isinstance(mask, FrameLayout):
@@ -181,11 +183,12 @@ class Block(nn.Module):
 
 def frame_causal_attention(q, k, v, layout):
     """
-    Frame-causal attention as 1 + F unmasked SDPA calls, which the fastest (flash) kernels take:
-    the prompt attends causally to itself, and frame f to every token up to the end of frame f.
-    Only the blocks the rule allows are computed, and no mask tensor is built. Padding keys are
-    pushed out through one extra q.k dimension: q gets a 1 there, k the layout's key bias
-    (0, or -30000 on padding). The head dimension grows by 8 (flash kernels want multiples of 8).
+    Frame-causal attention as 1 + F SDPA calls without a mask tensor, which the fastest (flash)
+    kernels take: one causal call for the prompt, then one unmasked call per frame f against
+    every token up to the end of frame f. Only the blocks the rule allows are computed. Padding
+    keys are pushed out through one extra q.k dimension: q gets a 1 there, k the layout's key bias
+    (0, or -30000 on padding; times the softmax scale D**-0.5, still far below any real score).
+    The head dimension grows by 8 (flash kernels want multiples of 8).
     q [B, H, L, D], k and v [B, H_kv, L, D]; layout: masking.FrameLayout.
     """
     B, H, L, D = q.shape
@@ -311,8 +314,8 @@ class GPT(nn.Module):
         pos = rope_positions(frame, row, col, c.rope_kind, c.rope_scales)  # (B, 3, L)
         return rope_cos_sin(pos, c.head_dim, c.rope_kind, c.rope_base)
 
-    def attention_mask(self, frame):
-        """The frame-causal mask in the form the configured attention takes."""
+    def mask_for(self, frame):
+        """The frame-causal mask in the form the configured attention takes (Attention.forward)."""
         if self.cfg.attn_impl == "flex":
             return flex_block_mask(frame)
         return frame_layout(frame) if self.cfg.attn_impl == "frames" else attention_mask(frame)
@@ -351,11 +354,12 @@ class GPT(nn.Module):
         Without targets: visual logits [B, L, n_visual].
         With targets [B, L] (clean token ids) and loss_mask [B, L] (True at the MASK inputs):
         the AR-DF loss (sec. 3.3) as a dict: loss_sum (differentiable), count (masked tokens),
-        and frame_loss_sum / frame_count [max frame + 1] (the per-frame diagnostic). The caller
-        divides loss_sum by the global count (all micro-batches and ranks).
+        and frame_loss_sum / frame_count [max frame + 1] (the per-frame diagnostic); with the
+        text head, also text_loss_sum and text_count. The caller divides loss_sum by the global
+        count (all micro-batches and ranks).
         """
         cos, sin = self.rope(frame, row, col)
-        h = self.body(idx, cos, sin, self.attention_mask(frame) if mask is None else mask)
+        h = self.body(idx, cos, sin, self.mask_for(frame) if mask is None else mask)
         if targets is None:
             return self.head(h)
         rows = h[loss_mask]  # (M, d): only masked visual positions are predicted

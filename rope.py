@@ -29,7 +29,8 @@ def frequency_axes(head_dim, kind):
     highest frequency first. LongTensor [head_dim // 2].
     - "1d": all frequencies read t (text positions set t = h = w, so this is plain 1D RoPE);
     - "mrope" (Qwen2-VL's 3D RoPE, the paper's baseline): contiguous 2:3:3 split, t on the
-      highest frequencies, w only on the slowest ones (the imbalance the paper diagnoses);
+      highest frequencies, w only on the slowest ones (the imbalance the paper diagnoses); the
+      baseline is also unscaled (rope_positions with scales (1, 1, 1): train.py --rope_scaling=False);
     - "mmrope": MMROPE_BLOCK repeated over blocks of 16 consecutive frequencies.
     """
     if kind not in KINDS:

@@ -88,7 +88,8 @@ class FrameRunner:
                                          self.sin[:, slots], mask, slots)
 
     def _run(self, k):
-        """Visual logits [rows, n, V] of frame k's tokens, writing them to the cache."""
+        """Visual logits [rows, n, V] of frame k's tokens (with the cache: also writing their keys
+        and values there)."""
         slots = self.slots(k)
         if self.use_cache:
             if k not in self.masks:
@@ -99,7 +100,7 @@ class FrameRunner:
         return self.model(self.idx[:, :end], s["frame"], s["row"], s["col"])[:, slots]
 
     def logits(self, k, tokens):
-        """Logits for frame k holding `tokens` [rows, n] (MASK where undecided)."""
+        """Put `tokens` [rows, n] (MASK where undecided) in frame k's slots; their logits."""
         self.idx[:, self.slots(k)] = tokens
         return self._run(k)
 
@@ -153,34 +154,34 @@ def unmask_frame(runner, k, batch_size, steps, cfg_scale, temperature, generator
 
 
 @torch.no_grad()
-def generate(model, prompts, frames, h, w, text_len, steps=STEPS, cfg_scale=CFG_SCALE,
+def generate(model, prompts, latent_frames, h, w, text_len, steps=STEPS, cfg_scale=CFG_SCALE,
              temperature=TEMPERATURE, history_ratio=HISTORY_RATIO, first_frame=None, seed=0,
              use_cache=True, progress=True, token_temperature=TOKEN_TEMPERATURE):
     """
-    AR-DF generation of len(prompts) videos of `frames` latent frames of h x w codes.
+    AR-DF generation of len(prompts) videos of latent_frames frames of h x w codes each.
     prompts: list of token-id lists (tokenizer.encode_text). first_frame: optional codes
     [B, h, w] for image-to-video (frame 0 is given, frames 1.. are generated).
-    Returns visual codes [B, frames, h, w].
+    Returns visual codes [B, latent_frames, h, w]. (sample.py's --frames counts pixel frames.)
     """
     device = next(model.parameters()).device
     B, n = len(prompts), h * w
-    seqs = [layout(p, frames, h, w, text_len) for p in prompts]
+    seqs = [layout(p, latent_frames, h, w, text_len) for p in prompts]
     if cfg_scale != 1.0:  # the unconditional rows: the same sequences without the text
-        seqs += [layout(None, frames, h, w, text_len)] * B
+        seqs += [layout(None, latent_frames, h, w, text_len)] * B
     seq = {k: v.to(device) for k, v in collate(seqs).items()}
     runner = FrameRunner(model, seq, text_len, n, use_cache)
     hist = history_mask(n, history_ratio).to(device)
     generator = torch.Generator(device).manual_seed(seed)
-    out = torch.empty(B, frames, n, dtype=torch.long, device=device)
-    for k in tqdm(range(frames), desc="frames", disable=not progress, leave=False):
+    out = torch.empty(B, latent_frames, n, dtype=torch.long, device=device)
+    for k in tqdm(range(latent_frames), desc="frames", disable=not progress, leave=False):
         if k == 0 and first_frame is not None:
             x = first_frame.reshape(B, n).to(device) + VISUAL_OFFSET
         else:
             x = unmask_frame(runner, k, B, steps, cfg_scale, temperature, generator, token_temperature)
         out[:, k] = x - VISUAL_OFFSET
-        if k < frames - 1:
+        if k < latent_frames - 1:
             runner.commit(k, x.repeat(runner.idx.shape[0] // B, 1), hist)
-    return out.view(B, frames, h, w)
+    return out.view(B, latent_frames, h, w)
 
 
 # -----------------------------------------------------------------------------

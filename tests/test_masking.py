@@ -138,7 +138,7 @@ def test_baselines_differ_across_frames():
     g = torch.Generator().manual_seed(0)
     rnd = random_mask(torch.full((16,), 0.7), 3, 64, g)
     assert not (rnd == rnd[:, :1]).all()
-    df = diffusion_forcing_mask(3, 64, g, batch_size=16)
+    df = diffusion_forcing_mask(16, 3, 64, g)
     counts = df.sum(-1)  # an independent ratio per frame
     assert (counts != counts[:, :1]).any()
     with pytest.raises(ValueError, match="unknown mask kind"):
