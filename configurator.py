@@ -7,6 +7,9 @@ Configuration for every script, nanoGPT-style: plain defaults in the script, the
 Values are parsed as Python literals and must have the default's type (an int is accepted
 where a float is expected); unknown keys are rejected with the list of valid ones. --help (or -h)
 prints the script's docstring and every setting with its default and note.
+
+Also the file helpers every script shares: a writable output folder, checked before any work,
+and an atomic save.
 """
 import ast
 import math
@@ -127,6 +130,17 @@ def writable_dir(path, key, error=SystemExit):
         raise error(f"{prefix}--{key}={path}: cannot write there ({e.strerror or e}): give "
                     f"another --{key}") from None
     return path
+
+
+def save_atomic(obj, path):
+    """torch.save that a crash mid-write never turns into a half file in place of a good one:
+    written to a temp file, flushed to the disk, then renamed over the old one."""
+    import torch
+    with open(path + ".tmp", "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())  # on the disk before the rename: a power cut leaves old or new
+    os.replace(path + ".tmp", path)
 
 
 AT_LEAST_1 = (lambda x: x >= 1, "at least 1")

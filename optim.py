@@ -3,8 +3,22 @@ Muon: momentum, then each weight matrix's update replaced by the nearest semi-or
 (all its singular values about 1), so every direction the gradient points along moves at the same
 rate. train.py uses it for the LM blocks' matrices and tokenizer.py for the tokenizer's
 convolutions; the paper trains with AdamW, which `--optimizer=adamw` gives back (README).
+Also the learning-rate schedule both scripts use.
 """
+import math
+
 import torch
+
+
+def cosine_lr(it, max_lr, min_lr, warmup_iters, decay_iters):
+    """The learning rate at step `it`: linear warmup reaching max_lr at step warmup_iters - 1
+    (never 0), cosine decay to min_lr at decay_iters, then min_lr."""
+    if it < warmup_iters:
+        return max_lr * (it + 1) / warmup_iters
+    if it >= decay_iters:
+        return min_lr
+    progress = (it - warmup_iters) / max(1, decay_iters - warmup_iters)
+    return min_lr + 0.5 * (max_lr - min_lr) * (1 + math.cos(math.pi * progress))
 
 
 def orthogonalize(g, steps=5):

@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from optim import Combined, Muon
+from optim import Combined, Muon, cosine_lr
 
 # -----------------------------------------------------------------------------
 # Vocabulary: [ UTF-8 bytes | words | specials | visual codes ], defined here and nowhere else.
@@ -55,11 +55,6 @@ TEMPLATES = {
     # same conditioning, fewer bytes: the tiny presets spend their compute on video, not boilerplate
     "short": "{width}x{height} {frames}f {fps}fps: {caption}",
 }
-
-
-def vocab_size(codebook_size):
-    """Total vocabulary: bytes + specials + visual codes."""
-    return VISUAL_OFFSET + codebook_size
 
 
 def format_prompt(caption, width, height, frames, fps, template="short"):
@@ -447,13 +442,9 @@ class VideoTokenizer(nn.Module):
 
 def save_tokenizer(model, path, stats=None):
     """Write the weights, the config and training stats; atomic (temp file, then rename)."""
+    from configurator import save_atomic
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    ckpt = dict(config=asdict(model.cfg), model=model.state_dict(), stats=stats or {})
-    with open(path + ".tmp", "wb") as f:
-        torch.save(ckpt, f)
-        f.flush()
-        os.fsync(f.fileno())  # on the disk before the rename: a power cut leaves old or new
-    os.replace(path + ".tmp", path)
+    save_atomic(dict(config=asdict(model.cfg), model=model.state_dict(), stats=stats or {}), path)
 
 
 def load_tokenizer(path, device="cpu"):
@@ -505,14 +496,6 @@ def make_pool(split, kind, n, height, width, frames):
 def to_model_input(clips):
     """uint8 [B, T, H, W, 3] -> float (B, 3, T, H, W) in [-1, 1]."""
     return rearrange(clips, "b t h w c -> b c t h w").float() / 127.5 - 1
-
-
-def learning_rate(it, cfg):
-    """Linear warmup, then cosine decay to min_lr."""
-    if it < cfg["warmup_iters"]:
-        return cfg["lr"] * (it + 1) / cfg["warmup_iters"]
-    progress = (it - cfg["warmup_iters"]) / max(1, cfg["max_iters"] - cfg["warmup_iters"])
-    return cfg["min_lr"] + 0.5 * (cfg["lr"] - cfg["min_lr"]) * (1 + math.cos(math.pi * progress))
 
 
 def reconstruction_loss(model, clips, l1_weight):
@@ -587,7 +570,7 @@ def train_tokenizer(cfg, path=None):
     bar = tqdm(range(cfg["max_iters"]), desc="tokenizer", dynamic_ncols=True)
     for it in bar:
         for group in opt.param_groups:
-            group["lr"] = learning_rate(it, cfg)
+            group["lr"] = cosine_lr(it, cfg["lr"], cfg["min_lr"], cfg["warmup_iters"], cfg["max_iters"])
         # joint image/video training (sec. 3.1): an image is a 1-frame video; random h-flips
         v = videos[torch.randint(len(videos), (cfg["batch_size"],))].to(cfg["device"])
         i = images[torch.randint(len(images), (cfg["batch_size"],))].to(cfg["device"])

@@ -22,10 +22,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from configurator import (AT_LEAST_0, AT_LEAST_1, FRACTION, POSITIVE, check_ranges, configure,
-                          first_sentence, print_config, writable_dir)
+                          first_sentence, print_config, save_atomic, writable_dir)
 from masking import MASK_KINDS, training_mask
 from model import GPT, PRESETS, GPTConfig, device_peak_flops, prompt_pairs
-from optim import Combined, Muon
+from optim import Combined, Muon, cosine_lr
 from sample import CFG_SCALE, STEPS
 from tokenizer import (MASK, PAD_FRAME, TEMPLATES, VISUAL_OFFSET, build_sequence, collate, encode_text,
                        format_prompt, learn_words)
@@ -59,7 +59,7 @@ n_head = 0
 n_kv_head = 0
 n_embd = 0
 ffn_hidden = 0
-rope_kind = "mmrope"           # '1d' | 'mrope' | 'mmrope'
+rope_kind = "mmrope"           # '1d' | 'mrope' | 'mmrope' (the paper's M-RoPE baseline: with rope_scaling=False)
 rope_scaling = True            # scale visual positions by the tokenizer's compression
 attn_impl = "sdpa"             # 'sdpa' (dense mask) | 'flex' (FlexAttention, CUDA) | 'frames' (SDPA a frame)
 grad_checkpoint = False        # activation checkpointing: recompute each block in backward
@@ -223,15 +223,17 @@ class Batches:
                                                 or torch.rand(1, generator=g).item() < cfg["image_ratio"])
         codes, prompts = self.kinds["image" if use_images else "video"]
         pick = torch.randint(len(prompts), (cfg["batch_size"],), generator=g).tolist()
-        # validation drops prompts too, so its loss is the training objective's (and changes with text_drop)
+        # classifier-free guidance: text_drop of the samples (the paper: 10%) lose their prompt, so
+        # one model also learns the unconditional side (the sequence without text). Validation
+        # drops prompts too, so its loss is the training objective's (and changes with text_drop)
         drop = (torch.rand(len(pick), generator=g) < cfg["text_drop"]).tolist()
         clips = torch.from_numpy(np.stack([codes[i] for i in pick]).astype(np.int64))  # (B, F, h, w)
         batch = collate([build_sequence(None if d or not text else prompts[i], c, cfg["text_len"])
                          for i, d, c in zip(pick, drop, clips)])
         B, F, h, w = clips.shape
-        mask = training_mask(cfg["mask_kind"], B, F, h * w, g, cfg["mask_floor"])  # (B, F, N)
+        mask = training_mask(cfg["mask_kind"], B, F, h * w, g, cfg["mask_floor"])  # (B, F, N): tube by default
         loss_mask = torch.zeros_like(batch["idx"], dtype=torch.bool)
-        loss_mask[:, cfg["text_len"]:] = mask.flatten(1)
+        loss_mask[:, cfg["text_len"]:] = mask.flatten(1)  # the video starts at text_len in every row (layout)
         batch["targets"] = batch["idx"]
         batch["idx"] = batch["idx"].masked_fill(loss_mask, MASK)
         batch["loss_mask"] = loss_mask
@@ -277,14 +279,9 @@ def make_optimizer(model, cfg, device):
 
 
 def lr_at(it, cfg):
-    """Linear warmup, then cosine decay to min_lr."""
-    decay_iters = cfg["lr_decay_iters"] or cfg["max_iters"]
-    if it < cfg["warmup_iters"]:
-        return cfg["learning_rate"] * (it + 1) / (cfg["warmup_iters"] + 1)
-    if it >= decay_iters:
-        return cfg["min_lr"]
-    ratio = (it - cfg["warmup_iters"]) / max(1, decay_iters - cfg["warmup_iters"])
-    return cfg["min_lr"] + 0.5 * (1 + math.cos(math.pi * ratio)) * (cfg["learning_rate"] - cfg["min_lr"])
+    """This run's learning rate at step `it` (optim.cosine_lr): warmup, cosine decay to min_lr."""
+    return cosine_lr(it, cfg["learning_rate"], cfg["min_lr"], cfg["warmup_iters"],
+                     cfg["lr_decay_iters"] or cfg["max_iters"])
 
 
 _body_flops = {}
@@ -292,8 +289,10 @@ _body_flops = {}
 
 def step_flops(model, frame, n_masked):
     """Training FLOPs of a micro-batch with frame ids [B, L] and n_masked loss rows in all,
-    counted as computed (model.flops_per_sequence); the per-layout part is computed once."""
-    key = (frame.shape[1], int(frame[0].max()))  # (length, frames) fixes the layout
+    counted as computed (model.flops_per_sequence); the per-layout part is computed once per
+    (length, frames), from row 0: rows differ only in their prompt's length (about 3% of the
+    count between a long prompt and none), so MFU is that close, not exact."""
+    key = (frame.shape[1], int(frame[0].max()))
     if key not in _body_flops:
         _body_flops[key] = model.flops_per_sequence(frame[0].cpu(), 0)
     c = model.cfg
@@ -303,15 +302,6 @@ def step_flops(model, frame, n_masked):
 # -----------------------------------------------------------------------------
 # checkpoints
 
-def save_checkpoint(path, state):
-    """Atomic: a crash mid-write never leaves a half checkpoint in place of a good one (written
-    to a temp file, flushed to the disk, then renamed over the old one)."""
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def load_checkpoint(path, device="cpu"):
@@ -374,7 +364,7 @@ def evaluate(model, batches, cfg, device, ctx, text=True):
     model.eval()
     loss, count, frame_loss, frame_count = 0.0, 0, {}, {}
     for k in range(cfg["eval_iters"]):
-        b = {key: v.to(device) for key, v in batches.get(0, k, text=text).items()}
+        b = {key: v.to(device) for key, v in batches.get(0, micro=k, text=text).items()}  # batch k, fixed
         with ctx:
             out = model(b["idx"], b["frame"], b["row"], b["col"], targets=b["targets"],
                         loss_mask=b["loss_mask"])
@@ -483,6 +473,45 @@ def check_resumable(ckpt, ckpt_path, gpt_cfg, cfg, meta):
                          f"(--data_dir={ckpt['config']['data_dir']})")
 
 
+def accumulate_gradients(model, micro, cfg, device, ctx, world, n_frames):
+    """
+    Forward and backward over this rank's micro-batches, leaving in the parameters' .grad the
+    gradient of the AR-DF loss averaged over the masked tokens of the whole global batch (all
+    micro-batches, all ranks; sec. 3.3), plus text_loss times the mean next-token loss over the
+    global batch's prompt tokens when the text head is on. Returns (stats, count, text_count),
+    summed over the global batch: stats = [loss sum, text loss sum, per-frame loss sums
+    (n_frames), per-frame counts (n_frames)]; count and text_count are the global normalisers.
+    """
+    counts = torch.tensor([float(sum(b["loss_mask"].sum() for b in micro)),
+                           float(sum(prompt_pairs(b["frame"]).sum() for b in micro))], device=device)
+    if world > 1:
+        dist.all_reduce(counts)  # one collective for both
+    count, text_count = counts
+    # image micro-batches fill frame 0 only
+    stats = torch.zeros(2 + 2 * n_frames, device=device)
+    for m, b in enumerate(micro):
+        b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
+        last = m == len(micro) - 1
+        sync = contextlib.nullcontext() if (last or world == 1) else model.no_sync()
+        with sync:  # no gradient all-reduce until the last micro-step (forward and backward)
+            with ctx:
+                out = model(b["idx"], b["frame"], b["row"], b["col"], targets=b["targets"],
+                            loss_mask=b["loss_mask"])
+            # DDP averages gradients over ranks: scale by world to get the global-batch mean
+            objective = out["loss_sum"] / count
+            if "text_loss_sum" in out:
+                objective = objective + cfg["text_loss"] * out["text_loss_sum"] / text_count.clamp(min=1)
+            (objective * world).backward()
+        n = len(out["frame_count"])
+        stats[0] += out["loss_sum"].detach()
+        stats[1] += out["text_loss_sum"].detach() if "text_loss_sum" in out else 0.0
+        stats[2:2 + n] += out["frame_loss_sum"]
+        stats[2 + n_frames:2 + n_frames + n] += out["frame_count"]
+    if world > 1:
+        dist.all_reduce(stats)  # the statistics of every rank in one collective
+    return stats, count, text_count
+
+
 def main(argv=None):
     cfg = configure(DEFAULTS, argv)
     check_config(cfg)
@@ -586,9 +615,9 @@ def main(argv=None):
                      model_args=asdict(gpt_cfg), config=cfg, meta=meta, iter_num=iter_num,
                      best_val_loss=best_val, val_loss=val_loss, val_frame_loss=per_frame,
                      rng=rng_state())
-        save_checkpoint(ckpt_path, state)
+        save_atomic(state, ckpt_path)  # a crash mid-write leaves the old checkpoint, never half a new one
         if val_loss <= best_val:
-            save_checkpoint(os.path.join(cfg["out_dir"], "best.pt"), state)
+            save_atomic(state, os.path.join(cfg["out_dir"], "best.pt"))
 
     while True:
         if (iter_num % cfg["eval_interval"] == 0 and iter_num > 0) or iter_num == cfg["max_iters"]:
@@ -612,39 +641,10 @@ def main(argv=None):
         for group in optimizer.param_groups:
             group["lr"] = lr
         micro = [train_data.get(iter_num, m) for m in range(accum)]
-        # AR-DF loss normalised by the masked tokens of the whole global batch (sec. 3.3)
-        # and the text loss, if on, is the mean over the global batch's prompt tokens
-        counts = torch.tensor([float(sum(b["loss_mask"].sum() for b in micro)),
-                               float(sum(prompt_pairs(b["frame"]).sum() for b in micro))], device=device)
-        if world > 1:
-            dist.all_reduce(counts)  # one collective for both
-        count, text_count = counts
-        # loss, text loss, per-frame loss and per-frame count summed over micro-batches (image
-        # micro-batches fill frame 0 only), then over ranks in one all-reduce
-        stats = torch.zeros(2 + 2 * n_frames, device=device)
-        for m, b in enumerate(micro):
-            b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
-            last = m == accum - 1
-            sync = contextlib.nullcontext() if (last or world == 1) else model.no_sync()
-            with sync:  # no gradient all-reduce until the last micro-step (forward and backward)
-                with ctx:
-                    out = model(b["idx"], b["frame"], b["row"], b["col"], targets=b["targets"],
-                                loss_mask=b["loss_mask"])
-                # DDP averages gradients over ranks: scale by world to get the global-batch mean
-                objective = out["loss_sum"] / count
-                if "text_loss_sum" in out:
-                    objective = objective + cfg["text_loss"] * out["text_loss_sum"] / text_count.clamp(min=1)
-                (objective * world).backward()
-            n = len(out["frame_count"])
-            stats[0] += out["loss_sum"].detach()
-            stats[1] += out["text_loss_sum"].detach() if "text_loss_sum" in out else 0.0
-            stats[2:2 + n] += out["frame_loss_sum"]
-            stats[2 + n_frames:2 + n_frames + n] += out["frame_count"]
-            tokens_since += b["idx"].numel()
-            flops_since += step_flops(raw_model, b["frame"], int(b["loss_mask"].sum()))
+        stats, count, text_count = accumulate_gradients(model, micro, cfg, device, ctx, world, n_frames)
+        tokens_since += sum(b["idx"].numel() for b in micro)
+        flops_since += sum(step_flops(raw_model, b["frame"], int(b["loss_mask"].sum())) for b in micro)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"] or math.inf)
-        if world > 1:
-            dist.all_reduce(stats)
         loss_sum, text_sum, frame_loss, frame_count = stats[0], stats[1], *stats[2:].split(n_frames)
         loss = (loss_sum / count).item()
         if not (math.isfinite(loss) and math.isfinite(float(grad_norm))):  # before the step spoils them

@@ -519,8 +519,8 @@ def test_lr_schedule_warmup_cosine_and_floor():
     cfg = dict(train.DEFAULTS, learning_rate=1.0, min_lr=0.1, warmup_iters=4, lr_decay_iters=14,
                max_iters=100)
     lrs = [train.lr_at(i, cfg) for i in range(20)]
-    assert lrs[:4] == pytest.approx([1 / 5, 2 / 5, 3 / 5, 4 / 5])  # linear, never 0, below the peak
-    assert lrs[4] == pytest.approx(1.0)  # the peak right after warmup
+    assert lrs[:4] == pytest.approx([1 / 4, 2 / 4, 3 / 4, 1.0])  # linear, never 0, up to the peak
+    assert lrs[4] == pytest.approx(1.0)  # where the cosine starts
     assert lrs[9] == pytest.approx(0.1 + 0.5 * 0.9)  # half-way: the cosine's midpoint
     assert lrs[6] == pytest.approx(0.1 + 0.5 * (1 + math.cos(math.pi * 0.2)) * 0.9)  # cosine, not linear
     assert all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
@@ -619,7 +619,7 @@ def test_resume_keeps_the_best_validation_loss(shards, tmp_path, monkeypatch):
 
 
 def test_step_i_uses_the_learning_rate_of_iteration_i(shards, tmp_path):
-    train.main(args(shards, tmp_path, max_iters=3, eval_interval=100, warmup_iters=2,
+    train.main(args(shards, tmp_path, max_iters=3, eval_interval=100, warmup_iters=3,
                     learning_rate=0.003))
     with open(tmp_path / "log.jsonl") as f:
         lrs = {r["iter"]: r["lr"] for r in map(json.loads, f) if "lr" in r}
