@@ -300,9 +300,7 @@ def step_flops(model, frame, n_masked):
 
 
 # -----------------------------------------------------------------------------
-# checkpoints
-
-
+# checkpoints (written by configurator.save_atomic)
 
 def load_checkpoint(path, device="cpu"):
     """The checkpoint at path, or one clear error saying what to do."""
