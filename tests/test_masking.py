@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from masking import (attention_mask, diffusion_forcing_mask, history_mask, mask_ratio,
-                     num_masked_after, random_mask, training_mask, tube_mask)
+from masking import (MASK_KINDS, attention_mask, diffusion_forcing_mask, frame_layout, history_mask,
+                     mask_ratio, num_masked_after, random_mask, training_mask, tube_mask)
 from conftest import needs_compiler
 
 
@@ -85,6 +85,20 @@ def test_flex_block_mask_is_the_dense_mask_block_by_block():
                                F.scaled_dot_product_attention(q, k, v, attn_mask=dense[:, None]))
 
 
+def test_frame_layout_describes_every_row_or_refuses():
+    """FrameLayout gives the whole batch one (text_len, n): rows that differ only in how much of
+    the prompt is padding share it, but a row laid out otherwise (more prompt slots, fewer
+    frames) is refused, never attended with the first row's layout."""
+    a = torch.tensor([-2, -1, -1] + [0] * 4 + [1] * 4 + [2] * 4)  # 3 prompt slots, 3 frames of 4
+    padded = torch.tensor([-2, -2, -1] + [0] * 4 + [1] * 4 + [2] * 4)
+    layout = frame_layout(torch.stack([a, padded]))
+    assert (layout.text_len, layout.n) == (3, 4)
+    assert torch.equal(layout.key_bias < 0, torch.stack([a, padded]) == -2)
+    b = torch.tensor([-2] + [-1] * 6 + [0] * 4 + [1] * 4)  # same length: 7 prompt slots, 2 frames
+    with pytest.raises(ValueError, match="whole frames"):
+        frame_layout(torch.stack([a, b]))
+
+
 def test_bad_frame_ids():
     with pytest.raises(ValueError, match="frame_ids"):
         attention_mask(torch.zeros(2, 3, 4, dtype=torch.long))
@@ -124,6 +138,25 @@ def test_tube_mask_same_on_every_frame_with_exact_count():
     assert m.shape == (4, 5, 64)
     assert (m == m[:, :1]).all()  # identical on every frame, frame 0 included
     assert m[:, 0].sum(-1).tolist() == [round(0.7 * 64), round(0.93 * 64), 64, 1]
+
+
+def test_training_mask_gives_each_kind_its_own_mask():
+    """training_mask (train.py --mask_kind) hands each kind its own mask: the tube repeats one
+    spatial pattern on every frame, the ablation's two baselines do not (a mix-up would make the
+    ablation compare the tube with itself)."""
+    for kind in MASK_KINDS:
+        m = training_mask(kind, 16, 3, 64, torch.Generator().manual_seed(0))
+        assert m.shape == (16, 3, 64) and m.dtype == torch.bool
+        assert bool((m == m[:, :1]).all()) == (kind == "tube"), kind
+
+
+def test_diffusion_forcing_masks_each_frame_independently():
+    """Diffusion forcing draws each frame's positions on their own, not only its count: frames
+    that shared one random order would give nested masks (the smaller inside the larger)."""
+    df = diffusion_forcing_mask(64, 2, 64, torch.Generator().manual_seed(0))
+    a, b = df[:, 0], df[:, 1]
+    nested = ((a & ~b).sum(-1) == 0) | ((b & ~a).sum(-1) == 0)
+    assert nested.float().mean() < 0.5  # 0.17 here: only where a frame's rho rounds to all 64
 
 
 def test_masks_are_reproducible_from_the_generator():
@@ -175,3 +208,12 @@ def test_history_mask_is_evenly_spaced():
     gaps = m.nonzero().flatten().diff()
     assert gaps.min() >= 1 and gaps.max() - gaps.min() <= 1
     assert history_mask(64, 0.0).sum() == 0 and history_mask(64, 1.0).all()
+
+
+@pytest.mark.parametrize("n,ratio", [(64, 0.7), (16, 0.5), (100, 0.3), (64, 0.2), (16, 0.9)])
+def test_history_mask_spreads_over_the_whole_frame(n, ratio):
+    """Evenly spaced over the frame, not a block at its start (which has gaps of 1 too): each
+    quarter of the frame holds a quarter of the masked positions, give or take one."""
+    m = history_mask(n, ratio)
+    per_quarter = m.view(4, n // 4).sum(-1).float()
+    assert (per_quarter - m.sum() / 4).abs().max() <= 1

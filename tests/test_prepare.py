@@ -49,6 +49,35 @@ def test_shapes_shards(tmp_path, tokenizer_path):
     assert load_shards(opts["out"], "val", "image")[0].shape == (1, 1, 4, 4)
 
 
+def test_every_shard_entry_is_the_tokenizer_codes_of_its_records_sample(tmp_path):
+    """Entry i of each shard is the tokenizer's codes of the sample its record i names (that split's
+    seed i: val shards hold val samples), in order across batches, over the whole code range: a
+    codebook of 8**6 = 262144 codes, stored as uint32."""
+    from tokenizer import load_tokenizer
+    torch.manual_seed(0)
+    tok = VideoTokenizer(TokenizerConfig(channels=(4, 8), levels=(8,) * 6))
+    with torch.no_grad():  # a gain where codes vary with the content (see conftest.shards)
+        for p in tok.parameters():
+            p.normal_(0, 1.5 / p[0].numel() ** 0.5 if p.ndim > 1 else 0.1)
+    save_tokenizer(tok, str(tmp_path / "big.pt"))
+    out = str(tmp_path / "shards")
+    meta = prepare_shapes(out=out, tokenizer_path=str(tmp_path / "big.pt"), height=16, width=16,
+                          frames=5, n_train_video=3, n_train_image=3, n_val_video=3, n_val_image=3,
+                          batch_size=2)
+    assert meta["codebook_size"] == 262144 and meta["dtype"] == "uint32"
+    tok, top = load_tokenizer(str(tmp_path / "big.pt")), 0
+    for split in ("train", "val"):
+        for kind in ("video", "image"):
+            codes, records = load_shards(out, split, kind)
+            assert [r["seed"] for r in records] == [0, 1, 2]
+            for c, r in zip(codes, records):
+                sample = make_sample(r["seed"], split, 16, 16, 5, kind)
+                assert r["caption"] == sample["caption"]
+                assert np.array_equal(c, tok.encode(sample["video"]).numpy())
+                top = max(top, int(c.max()))
+    assert top >= 65536  # a meaningful test: codes past uint16's range
+
+
 def test_a_missing_tokenizer_is_trained_with_tokenizer_args(tmp_path, tokenizer_path, monkeypatch):
     """config/shapes_gpu.py's one command: no tokenizer yet, so prepare trains one at the data's
     geometry with the preset's tokenizer.py overrides."""
@@ -92,6 +121,43 @@ def test_a_small_folder_still_gets_a_validation_clip(tmp_path, tokenizer_path):
     (folder / "captions.csv").write_text("file,caption\na.png,a\nb.png,b\nc.png,c\n")
     meta = prepare_folder(str(folder), **dict(options(tmp_path, tokenizer_path), val_fraction=0.05))
     assert meta["counts"]["val"]["image"] == 1 and meta["counts"]["train"]["image"] == 2
+
+
+def test_a_one_file_folder_keeps_its_file_for_training(tmp_path, tokenizer_path):
+    """The lowest-hash fallback fills val only when there is more than one file: a folder's only
+    file is not taken away from training."""
+    folder = tmp_path / "one"
+    write_images(folder, ["only3.png"])  # its name hash (9395 of 10000) is not in val at 5%
+    (folder / "captions.csv").write_text("file,caption\nonly3.png,x\n")
+    meta = prepare_folder(str(folder), **dict(options(tmp_path, tokenizer_path), val_fraction=0.05))
+    assert meta["counts"]["train"]["image"] == 1 and meta["counts"]["val"]["image"] == 0
+
+
+def test_the_folder_split_is_the_same_in_every_run(tmp_path, tokenizer_path):
+    """Files go to val by a stable hash of their name (crc32), not Python's hash(), which changes
+    from one process to the next: the same folder always holds out the same files. Pinned here:
+    these 12 names at val_fraction=0.3."""
+    folder = tmp_path / "imgs"
+    names = [f"img{i:02d}.png" for i in range(12)]
+    write_images(folder, names, size=(16, 16))
+    (folder / "captions.csv").write_text("file,caption\n" + "".join(f"{n},x\n" for n in names))
+    opts = dict(options(tmp_path, tokenizer_path), val_fraction=0.3)
+    prepare_folder(str(folder), **opts)
+    val = [r["file"] for r in load_shards(opts["out"], "val", "image")[1]]
+    assert val == ["img00.png", "img02.png", "img08.png", "img09.png", "img10.png"]
+
+
+def test_images_are_scaled_to_cover_then_center_cropped(tmp_path):
+    """A 48x16 image of three bands, red | green | blue, read at 16x16 is the green middle band; its
+    16x48 transpose gives the middle band too; twice the size, scaled down, the same."""
+    bands = np.zeros((16, 48, 3), np.uint8)
+    bands[:, :16], bands[:, 16:32], bands[:, 32:] = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+    for name, image in [("wide", bands), ("tall", bands.transpose(1, 0, 2)),
+                        ("big", bands.repeat(2, 0).repeat(2, 1))]:
+        Image.fromarray(image).save(tmp_path / f"{name}.png")
+        clip = read_image(str(tmp_path / f"{name}.png"), 16, 16)
+        assert clip.shape == (1, 16, 16, 3)
+        assert (np.abs(clip[0, 2:-2, 2:-2].astype(int) - (0, 255, 0)) <= 8).all(), name
 
 
 def write_mp4(path, frames=12, fps=8, start=0):

@@ -98,12 +98,12 @@ def test_fsq_straight_through_gradient():
 
 # --- video tokenizer ----------------------------------------------------------------------------
 
-def tiny_tokenizer(compression=(4, 4, 4), seed=0, norm="none", encoder_kernel=3):
+def tiny_tokenizer(compression=(4, 4, 4), seed=0, norm="none", encoder_kernel=3, temporal_kernel=2):
     """An untrained tokenizer with random weights at a gain where codes spread over the codebook
     (the default init starts residual branches at zero, which would give one code everywhere)."""
     torch.manual_seed(seed)
     model = VideoTokenizer(TokenizerConfig(levels=(8, 5, 5, 5), compression=compression,
-                                           channels=(8, 8), temporal_kernel=2, norm=norm,
+                                           channels=(8, 8), temporal_kernel=temporal_kernel, norm=norm,
                                            encoder_kernel=encoder_kernel))
     with torch.no_grad():
         for p in model.parameters():
@@ -146,6 +146,49 @@ def test_decoder_is_causal_in_time(norm):
     later = codes.clone()
     later[2:] = (later[2:] + 1) % model.codebook_size
     assert torch.equal(model.decode(later)[:5], video[:5])
+
+
+def test_a_wider_temporal_kernel_is_causal_too():
+    """temporal_kernel=3 mixes three latent frames: padded on the past side by kernel - 1 (not
+    kernel // 2, which only agrees at 2), so every clip length still encodes and decodes, and a
+    prefix of the clip gives the prefix of the codes and of the pixels."""
+    model = tiny_tokenizer(temporal_kernel=3)
+    video = random_video(13)
+    codes = model.encode(video)
+    assert codes.shape == (4, 4, 4) and len(torch.unique(codes)) > codes.numel() // 4
+    decoded = model.decode(codes)
+    assert decoded.shape == (13, 16, 16, 3)
+    for k in range(3):
+        assert torch.equal(model.encode(video[:1 + 4 * k]), codes[:1 + k])
+        assert torch.equal(model.decode(codes[:1 + k]), decoded[:1 + 4 * k])
+
+
+def test_encode_then_decode_is_the_training_pass_to_the_nearest_grey_level():
+    """encode/decode (shards, sampling, ShapesBench) and forward (training) are one model: the same
+    pixel scaling in, the same codes, and decode gives the uint8 nearest to forward's output."""
+    from tokenizer import to_model_input
+    model = tiny_tokenizer()
+    video = torch.from_numpy(random_video(5))[None]
+    with torch.no_grad():
+        recon = model(to_model_input(video))  # (1, 3, T, H, W)
+    target = ((recon.clamp(-1, 1) + 1) * 127.5).permute(0, 2, 3, 4, 1)  # (1, T, H, W, 3)
+    assert ((target > 1) & (target < 254)).float().mean() > 0.3  # a meaningful test: many mid greys
+    decoded = model.decode(model.encode(video)).float()
+    assert (decoded - target).abs().max() <= 0.5 + 1e-3
+
+
+def test_fingerprint_names_the_weights(tmp_path):
+    """Shards record the fingerprint of the tokenizer that made them: the same for the same weights
+    (after a save and load), another for other weights, even for one changed value."""
+    model = tiny_tokenizer()
+    fp = model.fingerprint()
+    assert len(fp) == 16 and int(fp, 16) >= 0
+    save_tokenizer(model, str(tmp_path / "tok.pt"))
+    assert load_tokenizer(str(tmp_path / "tok.pt")).fingerprint() == fp
+    assert tiny_tokenizer(seed=1).fingerprint() != fp
+    with torch.no_grad():
+        model.encoder.out.bias[0] += 1e-3
+    assert model.fingerprint() != fp
 
 
 def test_time_to_depth_round_trip():
