@@ -235,9 +235,10 @@ def test_flop_count_has_each_part_once():
 @pytest.mark.parametrize("kind", ["1d", "mrope", "mmrope"])
 @pytest.mark.parametrize("scales", [(4, 4, 4), (1, 1, 1), (2, 3, 5)])
 def test_the_model_rotates_with_its_configured_rope(kind, scales):
-    """The RoPE studies' arms differ only in GPTConfig: the model must use exactly that rope."""
+    """The RoPE studies' arms differ only in GPTConfig: the model must use exactly that rope,
+    its base included (not the default one here)."""
     from rope import rope_cos_sin, rope_positions
-    model, b = tiny_model(rope_kind=kind, rope_scales=scales), batch()
+    model, b = tiny_model(rope_kind=kind, rope_scales=scales, rope_base=500.0), batch()
     cos, sin = model.rope(b["frame"], b["row"], b["col"])
     pos = rope_positions(b["frame"], b["row"], b["col"], kind, scales)
     want_cos, want_sin = rope_cos_sin(pos, model.cfg.head_dim, kind, model.cfg.rope_base)
@@ -279,6 +280,58 @@ def test_attention_normalises_q_and_k_per_head_before_rope():
         out = attn(x, cos, sin, mask)
         torch.testing.assert_close(out, reference(norm_first=True), atol=1e-5, rtol=1e-4)
         assert not torch.allclose(out, reference(norm_first=False), atol=1e-3)  # the order shows
+
+
+@pytest.mark.parametrize("n_head,n_kv_head", [(2, 1), (4, 2)])
+def test_model_is_the_llama_style_decoder_written_out(n_head, n_kv_head):
+    """The backbone of sec. 1 written out from the textbook, on the model's weights: pre-norm
+    RMSNorm, QK-norm then RoPE, grouped-query attention (query head j reads kv head
+    j // (n_head / n_kv_head)) under the frame-causal mask, residuals, SwiGLU (silu(gate) * up),
+    final RMSNorm, the visual head. Dense and per-frame attention both give it. The norms' weights
+    are drawn away from their init of 1, so that each one shows."""
+    from rope import apply_rope
+    model, b = tiny_model(n_head=n_head, n_kv_head=n_kv_head, n_embd=32 * n_head), batch()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.copy_(0.2 + 2.8 * torch.rand(p.shape, generator=g))
+    d, eps = model.cfg.head_dim, model.cfg.norm_eps
+    rms_norm = lambda x, w: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
+    heads = lambda t, n: t.view(B, L, n, d).transpose(1, 2)  # (B, n, L, d)
+    cos, sin = model.rope(b["frame"], b["row"], b["col"])
+    allowed = attention_mask(b["frame"])[:, None]  # (B, 1, L, L)
+    with torch.no_grad():
+        x = model.wte(b["idx"])
+        B, L, _ = x.shape
+        for block in model.blocks:
+            a, m = block.attn, block.mlp
+            q, k, v = a.qkv(rms_norm(x, block.attn_norm.weight)).split(
+                [n_head * d, n_kv_head * d, n_kv_head * d], -1)
+            q = apply_rope(rms_norm(heads(q, n_head), a.q_norm.weight), cos, sin)
+            k = apply_rope(rms_norm(heads(k, n_kv_head), a.k_norm.weight), cos, sin)
+            k, v = (t.repeat_interleave(n_head // n_kv_head, 1) for t in (k, heads(v, n_kv_head)))
+            att = (q @ k.mT / d ** 0.5).masked_fill(~allowed, float("-inf")).softmax(-1)
+            x = x + a.proj((att @ v).transpose(1, 2).reshape(B, L, n_head * d))
+            gate, up = m.gate_up(rms_norm(x, block.mlp_norm.weight)).chunk(2, -1)
+            x = x + m.down(F.silu(gate) * up)
+        want = model.head(rms_norm(x, model.norm.weight))
+    for impl in ("sdpa", "frames"):
+        model.cfg.attn_impl = impl  # GPT.mask_for reads it at every call
+        torch.testing.assert_close(logits(model, b), want, atol=1e-5, rtol=1e-4, msg=impl)
+
+
+def test_residual_projections_start_smaller_with_depth():
+    """GPT-2's init: every matrix N(0, 0.02) except the two that write into the residual stream
+    (attention's output projection, the MLP's down projection), N(0, 0.02 / sqrt(2 * n_layer)),
+    so the stream's variance at init does not grow with depth; the norms' gains start at 1."""
+    model = tiny_model(n_layer=8, n_embd=128, ffn_hidden=384)
+    for name, p in model.named_parameters():
+        if p.dim() == 1:
+            assert (p == 1).all(), name
+            continue
+        want = 0.02 / 4 if name.endswith(("attn.proj.weight", "mlp.down.weight")) else 0.02
+        assert abs(p.std().item() / want - 1) < 0.05, name
 
 
 def test_train_config_turns_rope_scaling_off():

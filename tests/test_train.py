@@ -194,6 +194,27 @@ def test_muon_steps_the_blocks_matrices_and_adamw_the_rest():
             assert 0.9 < rms < 1.1, n  # AdamW's first step: lr * sign(grad)
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_weight_decay_shrinks_the_matrices_only(optimizer):
+    """With a zero gradient a step is the decoupled weight decay alone: every matrix (embedding,
+    heads, the blocks' matrices, on AdamW or Muon) shrinks by lr * weight_decay, the norms' gains
+    do not move."""
+    from model import GPT, GPTConfig
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_kv_head=1, n_embd=64, ffn_hidden=128, n_visual=32,
+                          text_head=True))
+    lr, wd = 0.01, 0.1
+    opt = train.make_optimizer(model, dict(train.DEFAULTS, optimizer=optimizer, weight_decay=wd,
+                                           learning_rate=lr), "cpu")
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    for n, p in model.named_parameters():
+        shrink = 1 - lr * wd if p.dim() >= 2 else 1.0
+        torch.testing.assert_close(p.detach(), before[n] * shrink, msg=n)
+
+
 def _ddp_worker(rank, world, port, argv):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
