@@ -290,9 +290,9 @@ _body_flops = {}
 def step_flops(model, frame, n_masked):
     """Training FLOPs of a micro-batch with frame ids [B, L] and n_masked loss rows in all,
     counted as computed (model.flops_per_sequence); the per-layout part is computed once per
-    (length, frames), from row 0: rows differ only in their prompt's length (about 3% of the
-    count between a long prompt and none), so MFU is that close, not exact."""
-    key = (frame.shape[1], int(frame[0].max()))
+    (model config, length, frames), from row 0: rows differ only in their prompt's length (about
+    3% of the count between a long prompt and none), so MFU is that close, not exact."""
+    key = (repr(model.cfg), frame.shape[1], int(frame[0].max()))
     if key not in _body_flops:
         _body_flops[key] = model.flops_per_sequence(frame[0].cpu(), 0)
     c = model.cfg

@@ -119,3 +119,36 @@ def test_the_training_step_uses_the_asked_optimizer(tmp_path, monkeypatch, optim
 def test_an_unknown_optimizer_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="--optimizer is 'muon' or 'adamw'"):
         bench.main(SMALL + ["--optimizer=sgd", f"--out={tmp_path / 'b.json'}"])
+
+
+def test_compiled_sampling_ratios_compare_the_compiled_modes(tmp_path, monkeypatch):
+    """--compile=True: the two cached modes are timed again compiled, and the compiled ratios are
+    of those times (how many times slower than compiled AR-DF), not of the eager ones."""
+    times = iter([1.0, 3.0, 8.0, 0.5, 2.0])  # in bench.py's order: eager cached, uncached, next-token;
+    monkeypatch.setattr(bench, "timed", lambda fn, device, repeat: next(times))  # compiled cached, next-token
+    monkeypatch.setattr(bench, "compile_for_sampling", lambda model: None)  # the timings are fake anyway
+    out = tmp_path / "b.json"
+    bench.main(SMALL + ["--sections=sampling", "--compile=True", f"--out={out}"])
+    s = json.loads(out.read_text())["sampling"]
+    assert s["ar_df_kv_cache_compiled"]["s_per_video"] == 0.5
+    assert s["next_token_kv_cache_compiled"]["s_per_video"] == 2.0
+    assert s["ratio_next_token_vs_ar_df"] == 8.0 and s["ratio_no_cache_vs_ar_df"] == 3.0
+    assert s["ratio_next_token_vs_ar_df_compiled"] == 4.0
+    assert s["ratio_no_cache_eager_vs_ar_df_compiled"] == 6.0
+    assert s["ar_df_kv_cache"]["ms_per_step"] == pytest.approx(1000 * 1.0 / (2 * 2))  # frames x steps
+
+
+def test_the_training_step_counts_its_tokens_and_flops(tmp_path, monkeypatch):
+    """tokens/s is every token of the batch per step; TFLOP/s the model's own count
+    (flops_per_sequence) summed over the batch's rows, each with its masked rows."""
+    from model import GPT, GPTConfig, PRESETS
+    monkeypatch.setattr(bench, "timed", lambda fn, device, repeat: 0.5)
+    out = tmp_path / "b.json"
+    bench.main(SMALL + ["--sections=train", "--dtype=float32", "--device=cpu", f"--out={out}"])
+    t = json.loads(out.read_text())["train"]["mmrope"]
+    cfg = dict(bench.DEFAULTS, frames=2, h=2, w=4, text_len=8, batch_size=2)
+    b = bench.train_batch(cfg, 32, "cpu")
+    model = GPT(GPTConfig(**PRESETS["tiny"], n_visual=32))
+    flops = sum(model.flops_per_sequence(f, int(m.sum())) for f, m in zip(b["frame"], b["loss_mask"]))
+    assert t["tokens_per_s"] == b["idx"].numel() / 0.5
+    assert t["tflops"] == pytest.approx(flops / 0.5 / 1e12, rel=1e-9)

@@ -241,6 +241,8 @@ def test_ddp_equals_gradient_accumulation(shards, tmp_path):
     assert sorted(a) == [1, 2, 3]
     for i in a:
         assert abs(a[i]["loss"] - b[i]["loss"]) < 1e-5
+        # the gradient itself, not only its direction (AdamW and Muon steps hide its scale)
+        assert a[i]["grad_norm"] == pytest.approx(b[i]["grad_norm"], rel=1e-4)
         # per-frame losses too: summed over ranks, and over micro-batches of images (1 frame)
         # and videos (3 latent frames) alike
         assert [x is None for x in a[i]["frame_loss"]] == [x is None for x in b[i]["frame_loss"]]
@@ -448,10 +450,10 @@ def test_training_batches_hide_exactly_the_tokens_the_loss_scores(shards, kind):
 def test_text_dropout_drops_the_configured_share_of_prompts(shards):
     """Classifier-free guidance's training half: text_drop of the rows start at the video."""
     from tokenizer import TEXT_FRAME
-    for p in (0.0, 0.5):
+    for split, p in (("train", 0.0), ("train", 0.5), ("val", 0.5)):  # validation scores the objective
         cfg = dict(train.DEFAULTS, data_dir=str(shards / "shards"), batch_size=16, text_drop=p)
-        data = train.Batches(cfg, "train", 0)
-        kept = torch.cat([(data.get(step)["frame"] == TEXT_FRAME).any(1) for step in range(20)])
+        data = train.Batches(cfg, split, 0)
+        kept = torch.cat([(data.get(0, k)["frame"] == TEXT_FRAME).any(1) for k in range(20)])
         dropped = 1 - kept.float().mean().item()
         assert dropped == 0.0 if p == 0 else 0.4 < dropped < 0.6
 
@@ -484,6 +486,19 @@ def test_the_loss_is_one_mean_over_the_masked_tokens_of_the_global_batch(shards,
     train.main(argv)
     got = first_step_gradient(tmp_path)
     assert (got - want).norm() < 1e-4 * want.norm()
+    # the log of that step: the same mean, and each latent frame's sum over its own count
+    torch.manual_seed(cfg["seed"])
+    model = GPT(train.model_config(cfg, data.meta))
+    with torch.no_grad():
+        outs = [model(b["idx"], b["frame"], b["row"], b["col"], targets=b["targets"],
+                      loss_mask=b["loss_mask"]) for b in micro]
+    fl, fc = torch.zeros(3), torch.zeros(3)
+    for o in outs:
+        fl[:len(o["frame_count"])] += o["frame_loss_sum"].float()
+        fc[:len(o["frame_count"])] += o["frame_count"].float()
+    rec = train_log(tmp_path)[1]
+    assert rec["loss"] == pytest.approx((fl.sum() / fc.sum()).item(), rel=1e-5)
+    assert rec["frame_loss"] == pytest.approx((fl / fc).tolist(), rel=1e-5)
 
 
 def test_resume_with_another_text_loss_setting_is_a_clear_error(shards, tmp_path):
@@ -669,3 +684,91 @@ def test_configure_coerces_types_and_applies_sources_in_order(tmp_path):
     assert configure(defaults, [str(one), "--batch_size=4"])["batch_size"] == 4
     assert configure(defaults, ["--batch_size=4", "--batch_size=5"])["batch_size"] == 5
     assert configure(defaults, [str(one), "--out_dir=z"])["out_dir"] == "z"
+
+
+def test_only_a_better_validation_saves_when_always_save_checkpoint_is_off(shards, tmp_path, monkeypatch):
+    """always_save_checkpoint=False: ckpt.pt (and best.pt) are written at an evaluation only when
+    its loss is the best so far; a worse one leaves both as they were."""
+    scores = iter([2.0, 2.0, 1.0, 1.0, 3.0, 3.0])  # (with, without the prompt) per evaluation
+    monkeypatch.setattr(train, "evaluate", lambda *a, **k: (next(scores), [0.0]))
+    train.main(args(shards, tmp_path, max_iters=6, eval_interval=2, always_save_checkpoint=False))
+    last = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert (last["iter_num"], last["val_loss"]) == (4, 1.0) and (best["iter_num"], best["val_loss"]) == (4, 1.0)
+
+
+def test_resume_restores_the_global_rngs(shards, tmp_path):
+    """A resumed run leaves torch's and numpy's global RNGs where the straight run leaves them
+    (what the rest of a run draws, such as the samples at the end, continues as if never stopped)."""
+    import numpy as np
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    np.random.seed(0)
+    train.main(args(shards, straight, max_iters=4, eval_interval=2))
+    want = torch.get_rng_state(), np.random.get_state()[1].copy()
+    np.random.seed(0)
+    train.main(args(shards, resumed, max_iters=2, lr_decay_iters=4, eval_interval=2))
+    np.random.seed(1)  # another process: other global states until the checkpoint's are loaded
+    train.main(args(shards, resumed, max_iters=4, eval_interval=2, init_from="resume"))
+    assert torch.equal(torch.get_rng_state(), want[0])
+    assert (np.random.get_state()[1] == want[1]).all()
+
+
+def test_step_flops_is_the_models_count_summed_over_the_batch():
+    """train.step_flops (the MFU's numerator) is model.flops_per_sequence summed over the rows,
+    each with its own masked rows: exact for rows of one layout, within 3% across prompt lengths.
+    Two models of other depths in one process (ablate.py, the tests) each get their own count."""
+    from model import GPTConfig
+    from tokenizer import build_sequence, collate
+    torch.manual_seed(0)
+    clip = torch.zeros(2, 2, 3, dtype=torch.long)
+    for n_layer in (1, 3):
+        model = GPT(GPTConfig(n_layer=n_layer, n_head=2, n_kv_head=1, n_embd=64, ffn_hidden=128,
+                              n_visual=50))
+        for prompts in ([[1] * 5] * 3, [[1] * 5, [], [1] * 9]):
+            frame = collate([build_sequence(p, clip, 10) for p in prompts])["frame"]
+            n_masked = [2, 3, 7]
+            want = sum(model.flops_per_sequence(f, n) for f, n in zip(frame, n_masked))
+            got = train.step_flops(model, frame, sum(n_masked))
+            assert got == pytest.approx(want, rel=1e-12 if prompts[1] else 0.03)
+
+
+def test_a_non_finite_loss_stops_the_run_before_the_step(shards, tmp_path, monkeypatch):
+    """A non-finite loss stops the run even when the gradient norm is finite, before any step."""
+    real = train.accumulate_gradients
+
+    def nan_loss(*a, **k):
+        stats, count, text_count = real(*a, **k)
+        stats[0] = float("inf")
+        return stats, count, text_count
+    monkeypatch.setattr(train, "accumulate_gradients", nan_loss)
+    with pytest.raises(SystemExit, match="error: loss inf, gradient norm [0-9.]+ at iter 0"):
+        train.main(args(shards, tmp_path, max_iters=2, eval_interval=100))
+
+
+def test_save_atomic_replaces_whole_files_or_none(tmp_path, monkeypatch):
+    """save_atomic: a save leaves the new file alone in the folder; a save that fails part-way
+    leaves the old file whole (never half a new one in its place)."""
+    from configurator import save_atomic
+    path = str(tmp_path / "ckpt.pt")
+    save_atomic({"iter": 1}, path)
+    save_atomic({"iter": 2}, path)
+    assert os.listdir(tmp_path) == ["ckpt.pt"] and torch.load(path)["iter"] == 2
+
+    def crash(obj, f):
+        (open(f, "wb") if isinstance(f, str) else f).write(b"half a checkpoint")
+        raise OSError("disk full")
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_atomic({"iter": 3}, path)
+    monkeypatch.undo()
+    assert torch.load(path)["iter"] == 2
+
+
+def test_a_preset_with_an_unknown_key_and_a_flag_without_a_value_are_refused(tmp_path):
+    defaults = dict(batch_size=1, out_dir="out")
+    preset = tmp_path / "typo.py"
+    preset.write_text("batchsize = 16\n")
+    with pytest.raises(SystemExit, match="unknown config key 'batchsize' \\(from .*typo.py\\)"):
+        configure(defaults, [str(preset)])
+    with pytest.raises(SystemExit, match="expected --key=value, got '--batch_size'"):
+        configure(defaults, ["--batch_size"])
