@@ -152,3 +152,25 @@ def test_the_training_step_counts_its_tokens_and_flops(tmp_path, monkeypatch):
     flops = sum(model.flops_per_sequence(f, int(m.sum())) for f, m in zip(b["frame"], b["loss_mask"]))
     assert t["tokens_per_s"] == b["idx"].numel() / 0.5
     assert t["tflops"] == pytest.approx(flops / 0.5 / 1e12, rel=1e-9)
+
+
+def test_next_token_decoding_goes_in_raster_order_under_a_causal_mask(monkeypatch):
+    """The baseline decodes one token a forward in the layout's (raster) order, each slot seeing
+    only the slots up to itself (plain causal decoding; nothing later is written yet)."""
+    import torch
+    from model import GPT, GPTConfig
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=1, n_kv_head=1, n_embd=32, ffn_hidden=64, n_visual=16)).eval()
+    seen = []
+    real = GPT.forward_cached
+    def spy(self, idx, cos, sin, mask, slots):
+        seen.append((slots.tolist(), mask.clone()))
+        return real(self, idx, cos, sin, mask, slots)
+    monkeypatch.setattr(GPT, "forward_cached", spy)
+    frames, h, w, text_len = 2, 2, 3, 8
+    bench.next_token_decode(model, [[1] * 4], frames, h, w, text_len, cfg_scale=2.0)
+    seen = seen[1:]  # after the prompt's prefill
+    L = text_len + frames * h * w
+    assert [s for s, _ in seen] == [[p] for p in range(text_len, L)]
+    for (slot,), mask in seen:
+        assert mask.shape == (2, 1, L) and (mask == (torch.arange(L) <= slot)).all()

@@ -1,6 +1,7 @@
 """ShapesBench must pass the ground truth, tolerate mild blur, and fail random or corrupted clips."""
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from data.shapes import BACKGROUND, CATEGORIES, PALETTE, benchmark_prompts, make_sample
@@ -335,3 +336,105 @@ def test_calibration_with_a_missing_tokenizer_stops_before_scoring(tmp_path, mon
         shapesbench.main(["--calibrate=True", f"--tokenizer_path={tmp_path / 'nope.pt'}"])
     with pytest.raises(SystemExit, match="--frames=0 is out of range"):
         shapesbench.main(["--calibrate=True", "--frames=0"])
+
+
+# -----------------------------------------------------------------------------
+# aggregation, a relation's margin, the calibration path, generate_for
+
+def test_overall_is_the_mean_of_the_categories_not_of_the_prompts(prompts):
+    """Each category weighs the same in overall, however many of its prompts were scored."""
+    single, colours = of(prompts, "single_object")[:3], of(prompts, "colours")[:1]
+    videos = [p["video"] for p in single] + [np.full_like(colours[0]["video"], BACKGROUND)]
+    assert score_all(videos, single + colours) == {"single_object": 1.0, "colours": 0.0, "overall": 0.5}
+
+
+def test_a_relation_must_be_clear():
+    """Centroids 1 pixel apart across the asked axis are neither left of nor right of each other."""
+    v = squares([("red", 12, 2, 8, 0, 0), ("blue", 13, 20, 8, 0, 0)], T=1)
+    objects = [obj("red"), obj("blue")]
+    for relation in ("left_of", "right_of"):
+        assert not passes(v, prompt("position", objects, relation=relation)), relation
+    assert passes(v, prompt("position", objects, relation="above"))
+
+
+def test_calibration_separates_ground_truth_from_random_clips(capsys):
+    from eval import calibrate
+    results = calibrate(32, 32, 9, n_per_category=1)
+    assert list(results) == ["ground truth", "blurred truth", "uniform noise", "palette blobs"]
+    assert results["ground truth"]["overall"] >= 0.98 and results["blurred truth"]["overall"] >= 0.8
+    assert results["uniform noise"]["overall"] < 0.1 and results["palette blobs"]["overall"] < 0.3
+    assert "ground truth" in capsys.readouterr().out
+
+
+class CodeTokenizer:
+    """A stand-in video tokenizer: codes are the red channel of every 8th pixel of every 4th frame
+    (modulo 8); decoding paints each code's pixel block grey at 16 * code."""
+    codebook_size, compression = 8, (4, 8, 8)
+
+    def encode(self, video):
+        v = torch.as_tensor(np.asarray(video))
+        return (v[..., ::4, ::8, ::8, 0].long() % 8)
+
+    def decode(self, codes):
+        grey = (16 * codes).to(torch.uint8)[..., None].expand(*codes.shape, 3)
+        frames = 1 + (codes.shape[-3] - 1) * 4
+        out = grey.repeat_interleave(8, -3).repeat_interleave(8, -2)
+        return out.repeat_interleave(4, -4)[..., :frames, :, :, :]
+
+
+def test_tokenizer_runs_are_the_round_trip_and_random_codes():
+    from eval import tokenizer_runs
+    cases = benchmark_prompts(32, 32, 9, n_per_category=1)[:3]
+    tok = CodeTokenizer()
+    runs = tokenizer_runs(cases, tok)
+    for p, truth, noise in zip(cases, runs["tokenizer round trip"], runs["random codes"]):
+        assert np.array_equal(truth, tok.decode(tok.encode(p["video"])).numpy())
+        assert noise.shape == truth.shape and not np.array_equal(noise, truth)
+
+
+def test_generate_for_asks_each_prompt_for_its_clip(monkeypatch):
+    """Images are 1 latent frame, videos 1 + (T-1)/s_t; i2v is conditioned on the encoding of
+    its ground truth's frame 0 (the given image); each chunk has its own seed; the clips come
+    back in prompt order."""
+    import sample
+    from eval import generate_for
+    from tokenizer import encode_text, format_prompt
+    cases = [p for p in benchmark_prompts(32, 32, 9, n_per_category=2)
+             if p["category"] in ("single_object", "motion", "i2v")]
+    tok, calls = CodeTokenizer(), []
+
+    def fake_generate(model, ids, frames, h, w, text_len, first_frame=None, seed=0, **kw):
+        calls.append(dict(ids=ids, frames=frames, first=first_frame, seed=seed))
+        codes = torch.zeros(len(ids), frames, h, w, dtype=torch.long)
+        return codes + len(calls) - 1  # which call, in every code
+
+    monkeypatch.setattr(sample, "generate", fake_generate)
+    meta = dict(latent_shape=dict(video=[3, 4, 4]), compression=[4, 8, 8], width=32, height=32, fps=8)
+    cfg = dict(batch_size=1, steps=1, cfg=1.0, temperature=0.0, token_temperature=0.0,
+               history_ratio=0.7, seed=5)
+    clips = generate_for(cases, None, tok, meta, dict(prompt_template="short", text_len=88), cfg)
+    assert sorted(c["seed"] for c in calls if c["first"] is None and c["frames"] == 3) == [5, 6]
+    for p, clip in zip(cases, clips):
+        call = calls[int(clip[0, 0, 0, 0]) // 16]
+        frames = len(p["video"])
+        assert call["ids"] == [encode_text(format_prompt(p["caption"], 32, 32, frames, 8, "short"))]
+        assert call["frames"] == (1 if p["kind"] == "image" else 3) and len(clip) == frames
+        if p["category"] == "i2v":
+            assert torch.equal(call["first"], tok.encode(p["video"][None, :1])[:, 0])
+        else:
+            assert call["first"] is None
+
+
+def test_a_centroid_is_the_centre_of_the_pixels_it_covers():
+    """A square over pixels [10, 20) has its centroid at 15.0: pixel centres, not corners."""
+    (got,) = detect_objects(squares([("red", 10, 6, 10, 0, 0)], T=1))[0]
+    assert got["centroid"] == (15.0, 11.0) and got["bbox"] == (10, 6, 20, 16)
+
+
+def test_motion_is_measured_from_the_first_frame_to_the_last():
+    """An object that jumps 10 pixels left between frames 0 and 1, then holds, has moved left
+    (and is not still): the check compares frame 0 with the last frame."""
+    v = squares([("red", 10, 10, 8, 0, 0)])
+    v[0] = squares([("red", 20, 10, 8, 0, 0)], T=1)[0]
+    assert passes(v, prompt("motion", [obj(motion="left")]))
+    assert not passes(v, prompt("motion", [obj(motion="still")]))

@@ -377,3 +377,96 @@ def test_cli_bad_input(trained_run, tmp_path):
             shapesbench.main([f"--out_dir={trained_run}", bad])
     with pytest.raises(SystemExit, match="--n_per_category=0 is out of range"):
         shapesbench.main(["--calibrate=True", "--n_per_category=0"])
+
+
+# -----------------------------------------------------------------------------
+# AR-DF inference: what enters the context, batching, confidence, the annealed noise
+
+def test_image_to_video_writes_frame_zero_with_the_history_mask(model):
+    """The given frame enters the context like a generated one (sec. 3.3): its positions under
+    the history mask are MASK there, so changing only those leaves frames 1.. as they were;
+    changing the others does not."""
+    first = torch.randint(0, V, (2, H, W), generator=torch.Generator().manual_seed(1))
+    hist = history_mask(H * W, 0.5).view(H, W)
+    out = run(model, first_frame=first, history_ratio=0.5)
+    hidden = run(model, first_frame=torch.where(hist, (first + 1) % V, first), history_ratio=0.5)
+    shown = run(model, first_frame=torch.where(hist, first, (first + 1) % V), history_ratio=0.5)
+    assert torch.equal(hidden[:, 1:], out[:, 1:])
+    assert not torch.equal(shown[:, 1:], out[:, 1:])
+
+
+def test_every_finished_frame_but_the_last_enters_the_context_as_generated(model, monkeypatch):
+    """Frame k is written to the context once it is finished, as the output has it (cond and
+    uncond rows alike), with the one history mask; the last frame has no later frame to serve."""
+    import sample
+    commits = []
+
+    class Spy(FrameRunner):
+        def commit(self, k, tokens, hist):
+            commits.append((k, tokens.clone(), hist.clone()))
+            super().commit(k, tokens, hist)
+
+    monkeypatch.setattr(sample, "FrameRunner", Spy)
+    out = run(model, history_ratio=0.5)
+    assert [k for k, _, _ in commits] == list(range(FRAMES - 1))
+    for k, tokens, hist in commits:
+        assert torch.equal(tokens - VISUAL_OFFSET, out[:, k].reshape(2, H * W).repeat(2, 1))
+        assert torch.equal(hist, history_mask(H * W, 0.5))
+
+
+def test_each_sample_of_a_batch_is_generated_as_if_alone(model):
+    """Without noise (temperature 0, most likely codes) sampling is deterministic, and a batch
+    is only a speed-up: the conditional row i is guided by the unconditional row i, its own
+    tokens, whatever else is in the batch. In float64, so that another batch size's kernels cannot
+    flip a near-tie between codes."""
+    import copy
+    model = copy.deepcopy(model).double()
+    kw = dict(temperature=0.0, token_temperature=0.0, steps=4, cfg_scale=3.0, history_ratio=0.5,
+              progress=False)
+    both = generate(model, prompts(), FRAMES, H, W, TEXT_LEN, **kw)
+    for i, p in enumerate(prompts()):
+        assert torch.equal(generate(model, [p], FRAMES, H, W, TEXT_LEN, **kw)[0], both[i]), i
+
+
+def test_confidence_is_the_log_probability_of_the_drawn_code():
+    """Confidence is log p(sampled) (sec. 3.3), not the raw logit: a flat position (high logits,
+    p = 1/V) is less sure than a peaked one with lower logits, so it is the one masked again."""
+    stub = FixedLogits(2)
+    stub.out = torch.zeros(1, 2, V)
+    stub.out[0, 0] = 10.0  # flat: every code 1/V
+    stub.out[0, 1, 3] = 5.0  # peaked: code 3 at ~0.83
+    unmask_frame(stub, 0, 1, 2, 1.0, 0.0, torch.Generator().manual_seed(0))
+    assert stub.seen[1][0].tolist() == [MASK, 3 + VISUAL_OFFSET]  # 1 of 2 stays masked after step 0
+
+
+def test_the_gumbel_temperature_anneals_within_a_frame(monkeypatch):
+    """tau_s = tau * (1 - (s+1)/S): noise that reverses the confidence order leads the early
+    steps and no longer the late ones. FixedLogits: position i's log p rises ~0.22 a position;
+    the noise falls 1 a position, weighted 0.45, 0.3, 0.15 at steps 0-2 of 4 (tau = 0.6)."""
+    import sample
+    monkeypatch.setattr(sample, "gumbel", lambda shape, g, device: -torch.arange(shape[-1]).float().expand(shape))
+    stub = FixedLogits(8)
+    unmask_frame(stub, 0, 1, 4, 1.0, 0.6, torch.Generator().manual_seed(0))
+    masked = [(t[0] == MASK).nonzero().flatten().tolist() for t in stub.seen]
+    # 8 -> 7 -> 5 -> 3 masked: steps 0 and 1 decide the low positions (noise-led), step 2 the high
+    assert masked == [list(range(8)), list(range(1, 8)), [3, 4, 5, 6, 7], [3, 4, 5]]
+
+
+def test_cli_takes_a_prompt_of_exactly_the_text_budget(trained_run, tmp_path):
+    """The budget is text_len tokens: a prompt of exactly that many is sampled; one more is refused."""
+    import sample
+    from tokenizer import format_prompt
+    ckpt = torch.load(trained_run / "ckpt.pt", weights_only=True)
+    meta, cfg = ckpt["meta"], ckpt["config"]
+    def tokens(caption):
+        text = format_prompt(caption, meta["width"], meta["height"], 1, meta["fps"], cfg["prompt_template"])
+        return len(encode_text(text, meta.get("words", [])))
+    caption = "a red circle "
+    caption += "x" * (cfg["text_len"] - tokens(caption))  # unknown letters: one byte token each
+    assert tokens(caption) == cfg["text_len"]
+    sample.main([f"--out_dir={trained_run}", f"--prompt={caption}", "--steps=1", "--frames=1",
+                 f"--sample_dir={tmp_path}"])
+    assert len(list(tmp_path.glob("*.png"))) == 1
+    with pytest.raises(SystemExit, match=f"the prompt is {cfg['text_len'] + 1} tokens"):
+        sample.main([f"--out_dir={trained_run}", f"--prompt={caption}x", "--steps=1", "--frames=1",
+                     f"--sample_dir={tmp_path}"])
