@@ -22,6 +22,10 @@ def test_mask_study_writes_table_and_resumes(shards, tmp_path):
     assert set(rows) == {"random", "diffusion_forcing", "tube"}
     assert all(len(v["val loss"]) == 2 for v in rows.values())  # one value per seed
     assert all(len(v["val loss, tube masks"]) == 2 for v in rows.values())
+    # the same tube-masked batches: the tube arm's own loss, another arm's a different one
+    assert rows["tube"]["val loss, tube masks"] == rows["tube"]["val loss"]
+    assert rows["random"]["val loss, tube masks"] != rows["random"]["val loss"]
+    assert all(c in rows["tube"] for c in ("overall",) + ablate.VIDEO_CATEGORIES)
     table = (tmp_path / "mask.md").read_text()
     assert "| tube |" in table and "±" in table
     for arm in rows:  # each arm trained with its own mask kind, each seed with its own seed
@@ -37,21 +41,62 @@ def test_mask_study_writes_table_and_resumes(shards, tmp_path):
 
 
 def test_history_study_scores_one_model_at_each_ratio(shards, tmp_path, monkeypatch):
-    asked = []
+    asked, seeds = [], set()
     real_main = ablate.shapesbench.main
     def spy(argv):
         asked.append(next(a for a in argv if a.startswith("--history_ratio=")))
+        seeds.add(next(a for a in argv if a.startswith("--seed=")))
         return real_main(argv)
     monkeypatch.setattr(ablate.shapesbench, "main", spy)
     rows = ablate.main(study_args(shards, tmp_path, "history"))
     assert list(rows) == [f"history {r}" for r in ablate.HISTORY_RATIOS]
     assert len(os.listdir(tmp_path / "history")) == 1  # one trained model
     assert sorted(set(asked)) == [f"--history_ratio={r}" for r in ablate.HISTORY_RATIOS]
+    assert seeds == {"--seed=0", "--seed=1"}  # --seeds=2 sampling seeds at every ratio
+    config = torch.load(tmp_path / "history" / "tube_s0" / "ckpt.pt", weights_only=True)["config"]
+    assert config["mask_kind"] == "tube"  # the model is the paper's: trained with tube masks
 
 
 def test_table_cells_are_mean_and_spread():
     assert ablate.mean_spread([1, 3]) == "2.000 ± 1.000"
     assert ablate.mean_spread([0.25]) == "0.250"
+
+
+def test_table_rows_have_one_cell_per_column():
+    """Header, separator and every arm's row have the arm cell plus one cell per column."""
+    md = ablate.table({"a": {"x": [1.0], "y": [2.0, 4.0]}, "b": {"x": [0.0], "y": [1.0]}}, ["x", "y"])
+    lines = md.splitlines()
+    assert len(lines) == 4 and all(line.count("|") == 4 for line in lines)
+    assert lines[1] == "|---|---|---|" and lines[2] == "| a | 1.000 | 3.000 ± 1.000 |"
+
+
+def test_rope_arms_separate_distribution_from_scaling():
+    """1D RoPE, M-RoPE (unscaled, sec. 3.2's baseline), MM-RoPE's distribution alone, and
+    MM-RoPE with the tokenizer's compression as scales: each arm's model differs from the
+    default one in its RoPE only."""
+    meta = dict(compression=(2, 3, 5), codebook_size=8)
+    default = train.model_config(dict(train.DEFAULTS), meta)
+    got = {}
+    for arm, overrides in ablate.STUDIES["rope"].items():
+        cfg = train.model_config(dict(train.DEFAULTS, **overrides), meta)
+        got[arm] = (cfg.rope_kind, cfg.rope_scales if cfg.rope_kind != "1d" else None)
+        assert vars(cfg) == dict(vars(default), rope_kind=cfg.rope_kind, rope_scales=cfg.rope_scales)
+    assert got == {"1d": ("1d", None), "mrope": ("mrope", (1, 1, 1)),
+                   "mmrope_noscale": ("mmrope", (1, 1, 1)), "mmrope": ("mmrope", (2, 3, 5))}
+
+
+def test_mask_arms_differ_in_the_training_mask_only():
+    """The mask study's arms set the kind of training mask and nothing else (sec. 3.3)."""
+    arms = ablate.STUDIES["mask"]
+    assert {a: o for a, o in arms.items()} == {k: dict(mask_kind=k) for k in
+                                               ("random", "diffusion_forcing", "tube")}
+
+
+def test_history_ratios_include_no_history_mask_and_the_default():
+    """The history study compares a clean context (0) with the official ratio sample.py uses."""
+    from sample import HISTORY_RATIO
+    assert 0.0 in ablate.HISTORY_RATIOS and HISTORY_RATIO in ablate.HISTORY_RATIOS
+    assert list(ablate.HISTORY_RATIOS) == sorted(set(ablate.HISTORY_RATIOS))
 
 
 def test_history_study_on_a_given_model(shards, trained_run, tmp_path, monkeypatch):
@@ -195,3 +240,25 @@ def test_the_last_lane_sees_runs_others_finished_meanwhile(shards, tmp_path, mon
     monkeypatch.setattr(ablate, "train_arm", train_and_let_the_other_lane_finish)
     rows = ablate.main(args)
     assert rows is not None and list(rows) == ["1d", "mmrope"]
+
+
+@pytest.mark.skipif(ablate.fcntl is None, reason="claims need fcntl (not on Windows)")
+def test_a_run_is_scored_while_its_lane_still_claims_it(tmp_path, monkeypatch):
+    """A lane scores each run it trained before releasing the run's claim, so no other lane
+    takes it for unscored and scores it too."""
+    def trained(cfg, arm, overrides, seed):  # stands in for train.py: the run's done.json
+        out = ablate.run_dir(cfg, arm, seed)
+        open(os.path.join(out, "done.json"), "w").close()
+        return out
+    first = {}
+    def scored(out, cfg, **kw):
+        first.setdefault(out, ablate.claimed(out))
+        return {"overall": 0.5}
+    monkeypatch.setattr(ablate, "train_arm", trained)
+    monkeypatch.setattr(ablate, "bench", scored)
+    monkeypatch.setattr(ablate, "final_val", lambda out, kind="": dict(loss=1.0, per_frame=[1.0]))
+    monkeypatch.setattr(ablate, "val_curve", lambda out: [])
+    monkeypatch.setattr(ablate, "plot_curves", lambda curves, path: None)
+    ablate.main(["--study=rope", f"--out_dir={tmp_path}", "--seeds=2", "--arms=1d,mmrope"])
+    runs = [str(tmp_path / "rope" / f"{a}_s{s}") for a in ("1d", "mmrope") for s in (0, 1)]
+    assert first == {run: True for run in runs}

@@ -143,7 +143,6 @@ def test_chunked_loss_backward_twice_is_an_error():
         out["loss_sum"].backward()
 
 
-
 def test_chunked_loss_in_bf16_matches_the_bf16_logits_reference():
     """The bf16 path (autocast on a GPU: bf16 rows, fp32 head weight): chunk by chunk it gives
     the loss and gradients of cross-entropy on the full bf16 logits taken to fp32."""
@@ -364,6 +363,22 @@ def test_cached_frame_forward_equals_full_forward():
             out = model.forward_cached(idx[:, slots], cos[:, slots], sin[:, slots],
                                        attention_mask(b["frame"], slots), slots)
     torch.testing.assert_close(out, full[:, last:], atol=1e-5, rtol=1e-5)
+
+
+def test_setup_cache_keeps_same_shape_buffers_cleared_and_remakes_others():
+    """The same shape and dtype again: the same buffers (a compiled step stays valid), zeroed;
+    another batch size or dtype: new buffers of that shape and dtype."""
+    model = tiny_model()
+    model.setup_cache(batch_size=2, max_len=20)
+    cache = model.blocks[0].attn.kv_cache
+    assert cache.k.shape == (2, 1, 20, 32) and cache.k.dtype == torch.float32
+    cache.k.fill_(1.0), cache.v.fill_(1.0)
+    model.setup_cache(batch_size=2, max_len=20)
+    assert model.blocks[0].attn.kv_cache is cache and not cache.k.any() and not cache.v.any()
+    model.setup_cache(batch_size=3, max_len=20)
+    assert model.blocks[0].attn.kv_cache.k.shape == (3, 1, 20, 32)
+    model.setup_cache(batch_size=3, max_len=20, dtype=torch.bfloat16)
+    assert all(b.attn.kv_cache.v.dtype == torch.bfloat16 for b in model.blocks)
 
 
 def test_tiny_model_overfits_one_clip():

@@ -444,7 +444,8 @@ def test_the_gumbel_temperature_anneals_within_a_frame(monkeypatch):
     steps and no longer the late ones. FixedLogits: position i's log p rises ~0.22 a position;
     the noise falls 1 a position, weighted 0.45, 0.3, 0.15 at steps 0-2 of 4 (tau = 0.6)."""
     import sample
-    monkeypatch.setattr(sample, "gumbel", lambda shape, g, device: -torch.arange(shape[-1]).float().expand(shape))
+    reversed_noise = lambda shape, g, device: -torch.arange(shape[-1]).float().expand(shape)
+    monkeypatch.setattr(sample, "gumbel", reversed_noise)
     stub = FixedLogits(8)
     unmask_frame(stub, 0, 1, 4, 1.0, 0.6, torch.Generator().manual_seed(0))
     masked = [(t[0] == MASK).nonzero().flatten().tolist() for t in stub.seen]

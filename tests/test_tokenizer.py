@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from tokenizer import (BOS, EOT, MASK, N_BYTES, N_TEXT, PAD, PAD_FRAME, TEXT_FRAME, VISUAL_OFFSET, FSQ,
-                       TokenizerConfig, VideoTokenizer, build_sequence, decode_text, encode_text,
-                       layout, learn_words, load_tokenizer, save_tokenizer, unknown_words, visual_codes)
+from tokenizer import (BOS, EOT, MASK, MAX_WORDS, N_BYTES, N_TEXT, PAD, PAD_FRAME, TEXT_FRAME,
+                       VISUAL_OFFSET, FSQ, TokenizerConfig, VideoTokenizer, build_sequence, collate,
+                       decode_text, encode_text, format_prompt, layout, learn_words, load_tokenizer,
+                       save_tokenizer, unknown_words, visual_codes)
 
 
 # --- text and sequence layout -------------------------------------------------------------------
@@ -64,6 +65,76 @@ def test_unconditional_layout_has_no_text():
     assert (seq["idx"][:5] == PAD).all() and (seq["frame"][:5] == PAD_FRAME).all()
     assert (seq["idx"][5:] == MASK).all()
     assert not (seq["frame"] == TEXT_FRAME).any()
+
+
+@pytest.mark.parametrize("text", ["  a red circle ", " ", "a\tred\n", "left  "])
+def test_text_round_trip_keeps_every_space(text):
+    """Leading, trailing and repeated whitespace survive encode/decode, with and without words."""
+    words = learn_words([" red circle", " red circle", "a", "a"])
+    for vocab in ((), words):
+        assert decode_text(encode_text(text, vocab), vocab) == text
+
+
+def test_learned_words_do_not_depend_on_caption_order():
+    """Most frequent first, ties in string order: shuffled captions give the same vocabulary."""
+    captions = ["x y", "y x", "x y", "y x", "z z z z"]
+    assert learn_words(captions) == learn_words(captions[::-1]) == (" z", " x", " y", "x", "y")
+
+
+def test_the_vocabulary_holds_at_most_max_words_and_all_of_them_encode():
+    """With more frequent pieces than word ids the default keeps MAX_WORDS of them, and a full
+    vocabulary is usable: each of its words is one token."""
+    captions = [" ".join(f"w{i}" for i in range(2 * MAX_WORDS))] * 2
+    words = learn_words(captions)
+    assert len(words) == MAX_WORDS
+    text = "".join(words)
+    ids = encode_text(text, words)
+    assert ids[1:-1] == list(range(N_BYTES, N_BYTES + MAX_WORDS))
+    assert decode_text(ids, words) == text
+
+
+def test_a_padded_prompt_decodes_to_its_text():
+    """decode_text drops BOS, EOT and the left padding of a sequence's text slots."""
+    text = "a red circle"
+    words = learn_words([text, text])
+    seq = build_sequence(encode_text(text, words), torch.zeros(1, 2, 2, dtype=torch.long), text_len=30)
+    assert decode_text(seq["idx"][:30].tolist(), words) == text
+    assert decode_text(seq["idx"].tolist(), words) == text  # visual ids and MASK are dropped too
+
+
+def test_prompt_templates_carry_resolution_frames_and_fps():
+    """width x height (in that order), frame count and fps, then the caption; 'short' by default,
+    'official' as in the official code."""
+    args = ("a red circle", 64, 32, 9, 8)
+    assert format_prompt(*args) == format_prompt(*args, template="short") == "64x32 9f 8fps: a red circle"
+    assert format_prompt(*args, template="official") == (
+        "Generate a video with a resolution of 64x32, consisting of 9 frames at 8 frames per second, "
+        "according to the following prompt: a red circle")
+    with pytest.raises(ValueError, match="unknown prompt template"):
+        format_prompt(*args, template="long")
+
+
+def test_a_prompt_may_fill_the_whole_text_budget():
+    """A prompt of exactly text_len tokens has no padding; one token more is an error."""
+    ids = encode_text("a red")
+    seq = layout(ids, 1, 2, 2, text_len=len(ids))
+    assert seq["idx"][:len(ids)].tolist() == ids and (seq["frame"][:len(ids)] == TEXT_FRAME).all()
+    with pytest.raises(ValueError, match="text budget"):
+        layout(ids, 1, 2, 2, text_len=len(ids) - 1)
+
+
+def test_collated_rows_start_the_video_at_the_same_column():
+    """Prompts of different lengths (and none) in one batch: each row keeps its own prompt,
+    left-padded, and every row's video starts at text_len."""
+    codes = torch.arange(8).reshape(2, 2, 2)
+    texts = [encode_text("a"), encode_text("a much longer prompt"), None]
+    b = collate([build_sequence(t, codes + i, 24) for i, t in enumerate(texts)])
+    assert b["idx"].shape == (3, 24 + 8)
+    for i, t in enumerate(texts):
+        assert torch.equal(visual_codes(b["idx"][i], 24, 2, 2, 2), codes + i)
+        n = 0 if t is None else len(t)
+        assert b["idx"][i, 24 - n:24].tolist() == (t or [])
+        assert (b["frame"][i, :24 - n] == PAD_FRAME).all()
 
 
 # --- FSQ ----------------------------------------------------------------------------------------

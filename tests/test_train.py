@@ -694,7 +694,8 @@ def test_only_a_better_validation_saves_when_always_save_checkpoint_is_off(shard
     train.main(args(shards, tmp_path, max_iters=6, eval_interval=2, always_save_checkpoint=False))
     last = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     best = torch.load(tmp_path / "best.pt", weights_only=True)
-    assert (last["iter_num"], last["val_loss"]) == (4, 1.0) and (best["iter_num"], best["val_loss"]) == (4, 1.0)
+    assert (last["iter_num"], last["val_loss"]) == (4, 1.0)
+    assert (best["iter_num"], best["val_loss"]) == (4, 1.0)
 
 
 def test_resume_restores_the_global_rngs(shards, tmp_path):
