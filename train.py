@@ -657,25 +657,32 @@ def main(argv=None):
             bar.write(f"first step (compile/warm-up included): {time.time() - t_log:.1f}s")
             t_log, tokens_since, flops_since, first_step = time.time(), 0, 0.0, False
 
-        if iter_num % cfg["log_interval"] == 0 and master:
-            dt = time.time() - t_log
-            per_frame = [l / c if c else None for l, c in zip(frame_loss.tolist(), frame_count.tolist())]
-            rec = dict(iter=iter_num, loss=loss, frame_loss=per_frame,
-                       text_loss=float(text_sum / text_count.clamp(min=1)) if cfg["text_loss"] else None,
-                       grad_norm=float(grad_norm),
-                       lr=lr, tokens_per_s=tokens_since * world / dt,
-                       mfu=flops_since * world / dt / peak if peak else None,
-                       peak_mem_gb=torch.cuda.max_memory_allocated() / 1e9 if device_type == "cuda" else None)
-            bar.write(f"iter {iter_num}: loss {loss:.4f} | frames "
-                      + " ".join("-" if x is None else f"{x:.2f}" for x in per_frame)
-                      + (f" | text {rec['text_loss']:.3f}" if cfg["text_loss"] else "")
-                      + f" | grad {rec['grad_norm']:.2f} | lr {lr:.2e} | {rec['tokens_per_s']:.0f} tok/s"
-                      + (f" | mfu {100 * rec['mfu']:.1f}%" if rec["mfu"] else "")
-                      + (f" | mem {rec['peak_mem_gb']:.2f} GB" if rec["peak_mem_gb"] else ""))
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
-            if cfg["wandb_log"]:
-                wandb.log(rec, step=iter_num)
+        if iter_num % cfg["log_interval"] == 0:
+            if world > 1:  # every rank's tokens and FLOPs: image and video micro-batches differ
+                # in length, so rank 0's count times world is not the global batch's
+                sums = torch.tensor([tokens_since, flops_since], dtype=torch.float64, device=device)
+                dist.all_reduce(sums)
+                tokens_since, flops_since = sums.tolist()
+            if master:
+                dt = time.time() - t_log
+                per_frame = [l / c if c else None for l, c in zip(frame_loss.tolist(), frame_count.tolist())]
+                rec = dict(iter=iter_num, loss=loss, frame_loss=per_frame,
+                           text_loss=float(text_sum / text_count.clamp(min=1)) if cfg["text_loss"] else None,
+                           grad_norm=float(grad_norm),
+                           lr=lr, tokens_per_s=tokens_since / dt,
+                           mfu=flops_since / dt / peak if peak else None,
+                           peak_mem_gb=(torch.cuda.max_memory_allocated() / 1e9
+                                        if device_type == "cuda" else None))
+                bar.write(f"iter {iter_num}: loss {loss:.4f} | frames "
+                          + " ".join("-" if x is None else f"{x:.2f}" for x in per_frame)
+                          + (f" | text {rec['text_loss']:.3f}" if cfg["text_loss"] else "")
+                          + f" | grad {rec['grad_norm']:.2f} | lr {lr:.2e} | {rec['tokens_per_s']:.0f} tok/s"
+                          + (f" | mfu {100 * rec['mfu']:.1f}%" if rec["mfu"] else "")
+                          + (f" | mem {rec['peak_mem_gb']:.2f} GB" if rec["peak_mem_gb"] else ""))
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+                if cfg["wandb_log"]:
+                    wandb.log(rec, step=iter_num)
             t_log, tokens_since, flops_since = time.time(), 0, 0.0
     bar.close()
     if master and cfg["sample_prompts"]:

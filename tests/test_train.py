@@ -215,10 +215,23 @@ def test_weight_decay_shrinks_the_matrices_only(optimizer):
         torch.testing.assert_close(p.detach(), before[n] * shrink, msg=n)
 
 
+class TickingClock:
+    """A stand-in for the time module: every reading is one second after the last, so a run's
+    logged throughput depends on its token counts alone."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def time(self):
+        self.now += 1.0
+        return self.now
+
+
 def _ddp_worker(rank, world, port, argv):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
+    train.time = TickingClock()
     train.main(argv)
 
 
@@ -228,7 +241,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_ddp_equals_gradient_accumulation(shards, tmp_path):
+def test_ddp_equals_gradient_accumulation(shards, tmp_path, monkeypatch):
     """2 gloo processes x 2 micro-batches == 1 process x 4 micro-batches: same global batch,
     same masked-token normalisation, gradients synced once per step (no_sync on the first
     micro-step), same losses and weights."""
@@ -236,10 +249,14 @@ def test_ddp_equals_gradient_accumulation(shards, tmp_path):
     common = dict(max_iters=3, eval_interval=100, text_drop=0.5, text_loss=0.5)  # both losses
     mp.spawn(_ddp_worker, args=(2, free_port(), args(shards, ddp, gradient_accumulation_steps=2, **common)),
              nprocs=2)
+    monkeypatch.setattr(train, "time", TickingClock())
     train.main(args(shards, accum, gradient_accumulation_steps=4, **common))
     a, b = train_log(ddp), train_log(accum)
     assert sorted(a) == [1, 2, 3]
     for i in a:
+        # throughput of the global batch: every rank's tokens (its image and video micro-batches
+        # differ in length), over the same clock
+        assert a[i]["tokens_per_s"] == b[i]["tokens_per_s"]
         assert abs(a[i]["loss"] - b[i]["loss"]) < 1e-5
         # the gradient itself, not only its direction (AdamW and Muon steps hide its scale)
         assert a[i]["grad_norm"] == pytest.approx(b[i]["grad_norm"], rel=1e-4)
