@@ -485,7 +485,6 @@ def accumulate_gradients(model, micro, cfg, device, ctx, world, n_frames):
     if world > 1:
         dist.all_reduce(counts)  # one collective for both
     count, text_count = counts
-    # image micro-batches fill frame 0 only
     stats = torch.zeros(2 + 2 * n_frames, device=device)
     for m, b in enumerate(micro):
         b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
@@ -500,7 +499,7 @@ def accumulate_gradients(model, micro, cfg, device, ctx, world, n_frames):
             if "text_loss_sum" in out:
                 objective = objective + cfg["text_loss"] * out["text_loss_sum"] / text_count.clamp(min=1)
             (objective * world).backward()
-        n = len(out["frame_count"])
+        n = len(out["frame_count"])  # 1 for an image micro-batch: it fills frame 0 only
         stats[0] += out["loss_sum"].detach()
         stats[1] += out["text_loss_sum"].detach() if "text_loss_sum" in out else 0.0
         stats[2:2 + n] += out["frame_loss_sum"]
@@ -658,8 +657,9 @@ def main(argv=None):
             t_log, tokens_since, flops_since, first_step = time.time(), 0, 0.0, False
 
         if iter_num % cfg["log_interval"] == 0:
-            if world > 1:  # every rank's tokens and FLOPs: image and video micro-batches differ
-                # in length, so rank 0's count times world is not the global batch's
+            # every rank's tokens and FLOPs: image and video micro-batches differ in length, so
+            # rank 0's count times world is not the global batch's
+            if world > 1:
                 sums = torch.tensor([tokens_since, flops_since], dtype=torch.float64, device=device)
                 dist.all_reduce(sums)
                 tokens_since, flops_since = sums.tolist()
