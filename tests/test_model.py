@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from masking import attention_mask, history_mask
-from model import GPT, GPTConfig
+from model import GPT, PRESETS, GPTConfig
 from tokenizer import MASK, PAD_FRAME, VISUAL_OFFSET, build_sequence, collate, encode_text
 from conftest import needs_compiler
 
@@ -435,6 +435,12 @@ def test_text_loss_is_next_byte_prediction_on_the_prompt_only():
     out2 = model(other, b["frame"], b["row"], b["col"], targets=other, loss_mask=loss_mask)
     torch.testing.assert_close(out2["text_loss_sum"], out["text_loss_sum"])
     assert not torch.allclose(out2["loss_sum"], out["loss_sum"])
+
+
+def test_config_defaults_are_the_tiny_preset():
+    """GPTConfig() is the default job's model: its shape fields are PRESETS["tiny"]."""
+    default = GPTConfig()
+    assert {k: getattr(default, k) for k in PRESETS["tiny"]} == PRESETS["tiny"]
 
 
 def test_checkpoint_config_with_unknown_settings():
