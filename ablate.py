@@ -52,7 +52,7 @@ DEFAULTS = dict(  # python ablate.py --key=value; python ablate.py --help lists 
     seeds=3,                        # training seeds per arm (history: sampling seeds)
     max_iters=train.max_iters,      # training steps per run
     eval_interval=250,              # validation loss curve, every this many steps
-    n_per_category=10,              # ShapesBench prompts per category
+    n_per_category=10,              # ShapesBench prompts per category (eval.py's 30, cut to keep studies short)
     cfg=CFG_SCALE, steps=STEPS,     # sampling, as in sample.py (its --help)
     temperature=TEMPERATURE, token_temperature=TOKEN_TEMPERATURE,  # sampling, as in sample.py
     train_args="",                  # more train.py settings for every run ("--batch_size=32 --device=cuda")

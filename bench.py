@@ -24,7 +24,8 @@ from train import DEFAULTS as TRAIN_DEFAULTS, make_optimizer
 
 DEFAULTS = dict(  # python bench.py --key=value; python bench.py --help lists them
     model_size="tiny",              # model.PRESETS, randomly initialised
-    n_visual=1000,                  # visual codebook: the head's width
+    n_visual=1000,                  # visual codebook: the head's width (1000: the README's CPU figures;
+                                    # the default job's tokenizer has 125)
     frames=3, h=8, w=8,             # latent frames and codes per frame of the video
     text_len=80,                    # text budget in tokens: half a prompt, half padding
     batch_size=8,                   # clips per training step
@@ -41,7 +42,8 @@ DEFAULTS = dict(  # python bench.py --key=value; python bench.py --help lists th
     sections="sampling,attention,train,loss",  # which figures, comma-separated
     optimizer="muon",               # the training step's: 'muon' (the shapes presets) or 'adamw' (the paper)
     device="cuda" if torch.cuda.is_available() else "cpu",
-    dtype="bfloat16" if torch.cuda.is_available() else "float32",  # autocast dtype; float32: none
+    # autocast dtype, as train.py picks it; float32: none
+    dtype="bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32",
     out="bench.json",               # every figure, as JSON
 )
 

@@ -3,9 +3,10 @@
 The detector (README, "ShapesBench"): each pixel takes the nearest palette colour when close enough, else
 background; objects are 4-connected components of one colour above a minimum area; shape comes from
 how much of its bounding box a component fills (and, for the upward triangle, from most of its area
-lying in the lower half); position from the centroid; motion from the centroid track over frames.
-Each prompt's check says whether the clip does what its caption asks; score_all averages them per
-category, and calibrate() shows that ground truth passes while random clips fail.
+lying in the lower half), and a shape must be left-right symmetric; position from the centroid;
+motion from the centroid track over frames. Each prompt's check says whether the clip does what
+its caption asks; score_all averages them per category, and calibrate() shows that ground truth
+passes while random clips fail.
 
     python eval.py --out_dir=out                      # ShapesBench on the model in out/
     python eval.py --calibrate=True --tokenizer_path=out/tokenizer.pt   # the benchmark's own check

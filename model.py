@@ -76,7 +76,8 @@ class GPTConfig:               # the defaults are the tiny preset (PRESETS below
 
 
 # Model shapes. tiny/small for this project's runs; 1b/3b are the paper's sizes (Llama-3.2-like,
-# as in the official code), medium (~300M) is the size at which bench.py measures GPU MFU.
+# as in the official code), medium (378M in the blocks, 509M with a 64000-code embedding and
+# head) is the size at which bench.py measures GPU MFU.
 PRESETS = {
     # tiny: head_dim 64, not 4 heads of 32. With head_dim 32 MM-RoPE has a single block of 16
     # frequencies and w's fastest turns only 0.13 rad per column; at 64 the block repeats and w gets
@@ -418,7 +419,8 @@ class GPT(nn.Module):
     def flops_per_sequence(self, frame, n_masked):
         """
         Training FLOPs (forward + backward) of one sequence with frame ids `frame` [L] and
-        n_masked loss rows, the useful work only: 6 per parameter and token for the body,
+        n_masked loss rows: 6 per parameter and token for the body (every column, a prompt's
+        left padding included, as the kernels compute it),
         attention over the attended (query, key) pairs only (the frame-causal mask skips the
         rest; a kernel that computes whole blocks does more), the head on the masked rows only,
         and the text loss's head on the prompt's rows.

@@ -218,7 +218,8 @@ class TokenizerConfig:
     compression: tuple = (4, 4, 4)     # (s_t, s_h, s_w): MM-RoPE's scales (official: (4, 8, 8))
     channels: tuple = (48, 96)         # width per stage; each stage after the first halves h, w
     res_blocks: int = 1                # residual blocks per stage
-    temporal_kernel: int = 1           # causal kernel over latent frames in the last stage
+    temporal_kernel: int = 1           # causal kernel over latent frames: the encoder's last stage and
+                                       # the decoder's first
     encoder_kernel: int = 1            # spatial kernel of the encoder's convolutions. 1: each code is
                                        # a function of its own s_t x s_h x s_w block alone, so a
                                        # code means the same thing wherever it sits, which the LM
