@@ -371,4 +371,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        raise SystemExit("\ninterrupted: the same command continues the study (finished runs are "
+                         "kept, the interrupted one resumes from its last checkpoint)")

@@ -633,4 +633,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        raise SystemExit("\ninterrupted: no tokenizer was written; run the command again")

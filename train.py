@@ -520,6 +520,10 @@ def main(argv=None):
                          f"continue it with --init_from=resume, or start a new one in another "
                          f"--out_dir (or delete the old run first)")
     if cfg["init_from"] == "resume" and not os.path.isfile(ckpt_path):  # before any data is prepared
+        if earlier:  # stopped before its first checkpoint: nothing to resume from
+            raise SystemExit(f"error: the run in {cfg['out_dir']} stopped before its first checkpoint "
+                             f"({', '.join(earlier)}, no ckpt.pt): delete the folder's run files and "
+                             f"start it again with --init_from=scratch")
         raise SystemExit(f"error: no checkpoint at {ckpt_path} to resume: point --out_dir at the run, "
                          f"or start one with --init_from=scratch")
     torch.set_flush_denormal(True)  # CPU: denormal floats are 10x slower and no more useful than 0
@@ -570,6 +574,16 @@ def main(argv=None):
                                       loss_chunk=cfg["loss_chunk"]).to(device)
         check_resumable(ckpt, ckpt_path, model.cfg, cfg, meta)
         gpt_cfg, iter_num, best_val = model.cfg, ckpt["iter_num"], ckpt["best_val_loss"]
+        if iter_num > cfg["max_iters"]:
+            raise SystemExit(f"error: {ckpt_path} is at iteration {iter_num} already, past this run's "
+                             f"max_iters={cfg['max_iters']}: raise --max_iters to train on")
+        if iter_num == cfg["max_iters"]:  # finished: nothing to train, nothing rewritten
+            if master:
+                print(f"{ckpt_path} is at max_iters={iter_num} already: nothing to train "
+                      f"(raise --max_iters to train on)")
+            if dist.is_initialized():
+                dist.destroy_process_group()
+            return
     else:
         gpt_cfg = model_config(cfg, meta)
         model = GPT(gpt_cfg).to(device)
@@ -692,4 +706,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C: a hint, not a traceback
+        raise SystemExit("\ninterrupted: the same command with --init_from=resume continues from the "
+                         "last checkpoint in its out_dir (one is written at each evaluation)")

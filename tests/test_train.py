@@ -298,6 +298,8 @@ def test_a_new_run_never_writes_over_what_an_earlier_run_left(shards, tmp_path, 
     (tmp_path / left).write_bytes(b"kept")
     with pytest.raises(SystemExit, match=rf"holds an earlier run \({left} exists\)"):
         train.main(args(shards, tmp_path))
+    with pytest.raises(SystemExit, match=rf"stopped before its first checkpoint \({left}, no ckpt.pt\)"):
+        train.main(args(shards, tmp_path, init_from="resume"))
     assert (tmp_path / left).read_bytes() == b"kept" and not (tmp_path / "ckpt.pt").exists()
     with pytest.raises(SystemExit, match=f"--out_dir=.*{left}: cannot write there"):  # a file
         train.main(args(shards, tmp_path / left))
@@ -313,6 +315,18 @@ def test_resume_with_another_model_shape_is_a_clear_error(shards, tmp_path):
         train.main(args(shards, tmp_path, max_iters=3, init_from="resume", rope_kind="1d"))
     train.main(args(shards, tmp_path, max_iters=3, init_from="resume"))
     assert sorted(train_losses(tmp_path)) == [1, 2, 3]
+
+
+def test_resume_at_or_past_max_iters_changes_nothing(shards, tmp_path, capsys):
+    """Resuming a finished run with its own max_iters says so and rewrites nothing; with fewer
+    it is an error (the checkpoint would claim a max_iters it ran past)."""
+    train.main(args(shards, tmp_path, max_iters=2))
+    files = {f: (tmp_path / f).read_bytes() for f in ("ckpt.pt", "best.pt", "log.jsonl")}
+    train.main(args(shards, tmp_path, max_iters=2, init_from="resume"))
+    assert "at max_iters=2 already: nothing to train" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="at iteration 2 already, past this run's max_iters=1"):
+        train.main(args(shards, tmp_path, max_iters=1, init_from="resume"))
+    assert {f: (tmp_path / f).read_bytes() for f in files} == files
 
 
 def test_data_of_another_geometry_and_a_bad_dtype_are_clear_errors(shards, tmp_path):
