@@ -233,9 +233,18 @@ def load_image_codes(path, tok, width, height):
     """Image-to-video: the image at path as frame-0 codes [h, w], or a clear error."""
     from PIL import Image, UnidentifiedImageError
     try:
-        img = Image.open(path).convert("RGB")
+        img = Image.open(path)
+        img.load()
     except (OSError, UnidentifiedImageError) as e:
         raise SystemExit(f"error: cannot read image {path!r}: {e}")
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # convert("RGB") would clip these to white
+        raise SystemExit(f"error: {path} has {img.mode} pixels (16-bit or float): save it as an 8-bit "
+                         f"RGB image")
+    alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+    if alpha and img.convert("RGBA").getextrema()[3][0] < 255:
+        raise SystemExit(f"error: {path} has transparent pixels, which have no colour to encode: "
+                         f"flatten it onto a background, or save it without transparency")
+    img = img.convert("RGB")
     if img.size != (width, height):
         raise SystemExit(f"error: {path} is {img.size[0]}x{img.size[1]} but the model generates "
                          f"{width}x{height}: resize it to {width}x{height}")
@@ -326,6 +335,14 @@ def main(argv=None):
         if frames == 1:
             print("note: --image with --frames=1 gives back the image (as its codes decode): "
                   "nothing is generated")
+    # settings off their defaults name the files too (as eval.py's), so no run overwrites another's
+    tag = "".join(f"_{short}{cfg[k]}" for k, short in (("frames", "f"), ("steps", "steps"), ("cfg", "cfg"),
+                  ("temperature", "t"), ("token_temperature", "tt"), ("history_ratio", "h"))
+                  if cfg[k] != DEFAULTS[k])
+    if cfg["ckpt"] != DEFAULTS["ckpt"]:
+        tag += "_" + file_stem(os.path.splitext(os.path.basename(cfg["ckpt"]))[0])
+    if cfg["image"]:
+        tag += "_from_" + file_stem(os.path.splitext(os.path.basename(cfg["image"]))[0])
     names = {}  # file name -> prompts that have it, in this run
     for prompt in prompts:
         text = format_prompt(prompt, meta["width"], meta["height"], frames, meta["fps"],
@@ -350,7 +367,7 @@ def main(argv=None):
         if names[name] > 1:  # "a red circle" and "a red circle!": both kept
             name += f"_{names[name]}"
         for i in range(n):
-            stem = os.path.join(sample_dir, f"{name}_{cfg['seed']}_{i}")
+            stem = os.path.join(sample_dir, f"{name}{tag}_{cfg['seed']}_{i}")
             print("wrote " + ", ".join(save_video(tok.decode(codes[i]), stem, meta["fps"])))
 
 

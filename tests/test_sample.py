@@ -272,13 +272,13 @@ def test_cli_writes_gif_and_png(trained_run, tmp_path):
     (tmp_path / "prompts.txt").write_text("a blue square\na blue square!\n")  # one file name, two prompts
     sample.main([f"--out_dir={trained_run}", f"--prompt_file={tmp_path / 'prompts.txt'}", "--steps=2",
                  "--frames=1", f"--sample_dir={tmp_path / 'both'}"])
-    assert sorted(p.name for p in (tmp_path / "both").iterdir()) == ["a_blue_square_0_0.png",
-                                                                    "a_blue_square_2_0_0.png"]
+    assert sorted(p.name for p in (tmp_path / "both").iterdir()) == ["a_blue_square_2_f1_steps2_0_0.png",
+                                                                    "a_blue_square_f1_steps2_0_0.png"]
     noise = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     Image.fromarray(noise).save(tmp_path / "first.png")  # varied codes, even from the test's tokenizer
     sample.main([f"--out_dir={trained_run}", "--prompt=a red circle moves up", "--steps=2",
                  f"--image={tmp_path / 'first.png'}", f"--sample_dir={tmp_path / 'i2v'}"])
-    assert any(p.suffix == ".gif" for p in (tmp_path / "i2v").iterdir())
+    assert (tmp_path / "i2v" / "a_red_circle_moves_up_steps2_from_first_0_0.gif").is_file()
     # frame 0 of the strip is the given image through the tokenizer, upscaled 4x
     tok = load_tokenizer(torch.load(trained_run / "ckpt.pt", weights_only=True)["meta"]["tokenizer"])
     assert len(torch.unique(tok.encode(noise[None]))) > 4
@@ -309,6 +309,12 @@ def test_cli_bad_input(trained_run, tmp_path):
     Image.new("RGB", (20, 10)).save(tmp_path / "small.png")
     with pytest.raises(SystemExit, match="is 20x10 but the model generates 32x32"):
         sample.main([f"--out_dir={trained_run}", f"--image={tmp_path / 'small.png'}"])
+    Image.new("I;16", (32, 32), 20000).save(tmp_path / "deep.png")  # RGB conversion clips it to white
+    with pytest.raises(SystemExit, match="has I;16 pixels .*: save it as an 8-bit RGB image"):
+        sample.main([f"--out_dir={trained_run}", f"--image={tmp_path / 'deep.png'}"])
+    Image.new("RGBA", (32, 32), (255, 0, 0, 128)).save(tmp_path / "glass.png")
+    with pytest.raises(SystemExit, match="has transparent pixels"):
+        sample.main([f"--out_dir={trained_run}", f"--image={tmp_path / 'glass.png'}"])
     with pytest.raises(SystemExit, match="over the model's text budget"):
         sample.main([f"--out_dir={trained_run}", "--prompt=" + "a red circle " * 40])
     with pytest.raises(SystemExit, match="unknown config key 'promt'"):
