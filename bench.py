@@ -8,6 +8,7 @@ vs 1D RoPE and the chunked masked-row loss vs full logits.
     python bench.py --model_size=medium --frames=8 --h=16 --w=32 --device=cuda --compile=True
 """
 import contextlib
+import itertools
 import json
 import os
 import time
@@ -251,6 +252,14 @@ def loss_path_memory(gpt_cfg, cfg, device):
     return out
 
 
+def memory_bytes():
+    """This machine's physical memory (infinite where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # Windows
+        return float("inf")
+
+
 def main(argv=None):
     cfg = configure(DEFAULTS, argv)
     print_config(cfg)
@@ -271,9 +280,23 @@ def main(argv=None):
         gpt_cfg.validate()
     except ValueError as e:
         raise SystemExit(f"error: {e}")
+    if cfg["device"] == "cpu":  # a model too big for this machine: an error now, not the OOM killer later
+        c = gpt_cfg  # parameters of the blocks' matrices, the embedding and the head (norms are few)
+        n = c.n_layer * c.n_embd * (2 * c.n_embd + 2 * c.n_kv_head * c.head_dim + 3 * c.ffn_hidden) \
+            + (c.vocab_size + c.n_visual) * c.n_embd
+        need = n * 4 * (4 if "train" in sections else 1)  # fp32 weights; + gradients, 2 optimizer states
+        if need > memory_bytes():
+            raise SystemExit(f"error: the {cfg['model_size']} model needs about {need / 2**30:.0f} GB here "
+                             f"({n / 1e9:.2f}B parameters), more than this machine's "
+                             f"{memory_bytes() / 2**30:.0f} GB: take a smaller --model_size, or a GPU")
     if os.path.isdir(cfg["out"]):
         raise SystemExit(f"error: --out={cfg['out']} is a folder: give a file name (bench.json)")
     writable_dir(os.path.dirname(cfg["out"]) or ".", "out")  # the figures go there: checked first
+    if os.path.exists(cfg["out"]):  # an earlier run's figures are kept: this run takes a free name
+        root, ext = os.path.splitext(cfg["out"])
+        k = next(k for k in itertools.count(2) if not os.path.exists(f"{root}_{k}{ext}"))
+        print(f"note: {cfg['out']} holds an earlier run's figures: writing {root}_{k}{ext}")
+        cfg["out"] = f"{root}_{k}{ext}"
     torch.set_flush_denormal(True)  # CPU: denormal floats are 10x slower and no more useful than 0
     device = cfg["device"]
     ptdtype = getattr(torch, cfg["dtype"])

@@ -88,6 +88,25 @@ def test_attention_section_runs_on_the_cpu(tmp_path):
     assert 0 < a["blocks_computed_pct"] <= 100
 
 
+def test_a_model_too_big_for_the_machine_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "memory_bytes", lambda: 2**30)
+    with pytest.raises(SystemExit, match=r"the small model needs about \d+ GB here .* more than this "
+                                         r"machine's 1 GB: take a smaller --model_size"):
+        bench.main(SMALL + ["--model_size=small", "--sections=train", "--device=cpu",
+                            f"--out={tmp_path / 'b.json'}"])
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_a_second_run_keeps_the_first_runs_file(tmp_path):
+    out = tmp_path / "b.json"
+    out.write_text("{}")  # an earlier run's figures
+    bench.main(SMALL + ["--sections=loss", f"--out={out}"])
+    bench.main(SMALL + ["--sections=loss", f"--out={out}"])
+    assert out.read_text() == "{}"
+    assert "loss_memory" in json.loads((tmp_path / "b_2.json").read_text())
+    assert "loss_memory" in json.loads((tmp_path / "b_3.json").read_text())
+
+
 def test_unknown_section_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="sections"):
         bench.main(SMALL + ["--sections=sampling,speed", f"--out={tmp_path / 'b.json'}"])
