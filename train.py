@@ -305,8 +305,14 @@ def step_flops(model, frame, n_masked):
 def load_checkpoint(path, device="cpu"):
     """The checkpoint at path, or one clear error saying what to do."""
     if not os.path.isfile(path):
+        folder = os.path.dirname(path) or "."
+        there = sorted(f for f in os.listdir(folder) if f.endswith(".pt") and f != "tokenizer.pt"
+                       ) if os.path.isdir(folder) else []
+        if there:  # a mistyped name: say what is there
+            raise SystemExit(f"error: no checkpoint at {path}; {folder} holds {', '.join(there)}: "
+                             f"name one with --ckpt")
         raise SystemExit(f"error: no checkpoint at {path}: train one with python train.py "
-                         f"--out_dir={os.path.dirname(path) or '.'}")
+                         f"--out_dir={folder}")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # truncated or foreign file: report it, never a traceback
@@ -328,9 +334,16 @@ def model_from_checkpoint(ckpt, path, **overrides):
                          f"retrain it with this version, or sample it with the version that made it")
     try:
         model = GPT(GPTConfig.from_dict({**ckpt["model_args"], **overrides}))
-        model.load_state_dict(ckpt["model"])
-    except (ValueError, RuntimeError) as e:
+    except ValueError as e:
         raise SystemExit(f"error: {path}: {e}")
+    mine, theirs = model.state_dict(), ckpt["model"]
+    wrong = sorted(set(mine) ^ set(theirs)) + [k for k in mine if k in theirs
+                                               and mine[k].shape != theirs[k].shape]
+    if wrong:  # torch's own message lists every key: name a few
+        raise SystemExit(f"error: {path}: its weights do not fit the model its config describes "
+                         f"({len(wrong)} missing, extra or misshapen, such as {', '.join(wrong[:3])}): "
+                         f"the file is damaged or was edited; restore it or retrain")
+    model.load_state_dict(theirs)
     return model
 
 
@@ -559,6 +572,10 @@ def main(argv=None):
     meta = dict(train_data.meta, words=list(train_data.words))  # the checkpoint's text vocabulary
     if not os.path.exists(meta["tokenizer"]) and os.path.isfile(cfg["tokenizer_path"]):
         meta["tokenizer"] = cfg["tokenizer_path"]  # moved: the checkpoint records where it is now
+    elif (master and cfg["tokenizer_path"] != DEFAULTS["tokenizer_path"]
+          and os.path.realpath(cfg["tokenizer_path"]) != os.path.realpath(meta["tokenizer"])):
+        print(f"note: --tokenizer_path={cfg['tokenizer_path']} is not used: the data in {cfg['data_dir']} "
+              f"was encoded with {meta['tokenizer']}, which decodes it")
     tok = None
     if master and cfg["sample_prompts"]:  # the samples at the end need the data's tokenizer: load it now
         from sample import load_codes_tokenizer

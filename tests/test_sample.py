@@ -302,6 +302,9 @@ def test_cli_bad_input(trained_run, tmp_path):
     import sample
     with pytest.raises(SystemExit, match="no checkpoint at"):
         sample.main([f"--out_dir={tmp_path}"])
+    with pytest.raises(SystemExit, match=r"no checkpoint at .*nope.pt; .* holds best.pt, ckpt.pt: name one "
+                                         r"with --ckpt"):
+        sample.main([f"--out_dir={trained_run}", "--ckpt=nope.pt"])
     (tmp_path / "ckpt.pt").write_bytes(b"\x00garbage")
     with pytest.raises(SystemExit, match="not a readable checkpoint") as e:
         sample.main([f"--out_dir={tmp_path}"])

@@ -317,6 +317,27 @@ def test_resume_with_another_model_shape_is_a_clear_error(shards, tmp_path):
     assert sorted(train_losses(tmp_path)) == [1, 2, 3]
 
 
+def test_weights_that_do_not_fit_their_config_are_one_short_error(trained_run):
+    ckpt = train.load_checkpoint(str(trained_run / "ckpt.pt"))
+    ckpt["model_args"] = dict(ckpt["model_args"], n_layer=1)  # weights of 2 blocks, config of 1
+    with pytest.raises(SystemExit, match=r"weights do not fit .* \(\d+ missing, extra or misshapen, "
+                                         r"such as blocks\.1\.") as e:
+        train.model_from_checkpoint(ckpt, "ckpt.pt")
+    assert len(str(e.value.code)) < 400
+    ckpt["model_args"] = dict(ckpt["model_args"], n_layer=2, ffn_hidden=64)  # misshapen MLPs
+    with pytest.raises(SystemExit, match="such as blocks.0.mlp"):
+        train.model_from_checkpoint(ckpt, "ckpt.pt")
+
+
+def test_a_tokenizer_path_the_data_does_not_use_is_named(shards, tmp_path, capsys):
+    """The shards decode only with the tokenizer that encoded them; another --tokenizer_path is
+    not used, and the run says so instead of recording it in silence."""
+    train.main(args(shards, tmp_path, max_iters=1, tokenizer_path=str(tmp_path / "none.pt")))
+    assert f"--tokenizer_path={tmp_path / 'none.pt'} is not used" in capsys.readouterr().out
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert os.path.samefile(ckpt["meta"]["tokenizer"], shards / "tok.pt")
+
+
 def test_resume_at_or_past_max_iters_changes_nothing(shards, tmp_path, capsys):
     """Resuming a finished run with its own max_iters says so and rewrites nothing; with fewer
     it is an error (the checkpoint would claim a max_iters it ran past)."""
