@@ -21,8 +21,10 @@ import sys
 def _coerce(key, value, default):
     """`value` converted to the type of `default`, or a ValueError saying what was expected."""
     want = type(default)
+    hint = (f", written as Python, e.g. --{key}=\"{(value,) if isinstance(value, str) else default}\""
+            if want is tuple else "")  # a tuple of strings needs its quotes and commas
     wrong = ValueError(f"{key} must be {'an' if want is int else 'a'} {want.__name__} "
-                       f"(default {default!r}), got {value!r}")
+                       f"(default {default!r}), got {value!r}{hint}")
     if want is int and isinstance(value, bool):  # True is an int to Python, not to a user
         raise wrong
     if default is None or isinstance(value, want):
@@ -122,6 +124,8 @@ def writable_dir(path, key, error=SystemExit):
     prefix = "error: " if error is SystemExit else ""
     if not path:
         raise error(f"{prefix}--{key} is empty: give a folder")
+    if os.path.isfile(path):
+        raise error(f"{prefix}--{key}={path} is a file, not a folder: give another --{key}")
     try:
         os.makedirs(path, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):

@@ -313,7 +313,10 @@ def main(argv=None):
     if (frames - 1) % s_t:
         raise SystemExit(f"error: frames must be 1 + k*{s_t} for this tokenizer (1, {1 + s_t}, "
                          f"{1 + 2 * s_t}, ...), got {frames}")
-    prompts = [cfg["prompt"]]
+    prompts = [cfg["prompt"].strip()]
+    if not prompts[0] and not cfg["prompt_file"]:
+        raise SystemExit('error: --prompt is empty: give a caption, such as --prompt="a red circle moves '
+                         'right" (guidance compares the model with and without it)')
     if cfg["prompt_file"]:
         try:
             with open(cfg["prompt_file"]) as f:

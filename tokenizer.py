@@ -406,11 +406,16 @@ class VideoTokenizer(nn.Module):
         and width divisible by the spatial factors."""
         s_t, s_h, s_w = self.compression
         if (frames - 1) % s_t:
+            k = (frames - 1) // s_t
             raise ValueError(f"{frames} frames: the tokenizer needs 1 + k*{s_t} frames "
-                             f"(1, {1 + s_t}, {1 + 2 * s_t}, ...); trim or pad the clip")
+                             f"(1, {1 + s_t}, {1 + 2 * s_t}, ...): use --frames={1 + k * s_t} or "
+                             f"{1 + (k + 1) * s_t}, or trim or pad the clips")
         if height % s_h or width % s_w:
-            raise ValueError(f"frame size {height}x{width}: height must be a multiple of {s_h} "
-                             f"and width of {s_w}; resize or crop the frames")
+            up = lambda n, s: -(-n // s) * s  # the next multiple
+            raise ValueError(f"frames of {width}x{height} (width x height): the tokenizer needs a "
+                             f"height that is a multiple of {s_h} and a width of {s_w}: use "
+                             f"--width={up(width, s_w)} --height={up(height, s_h)}, or resize or "
+                             f"crop the frames")
 
     @torch.no_grad()
     def encode(self, video):

@@ -47,6 +47,12 @@ VIDEO_EXTS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".gif")
 
 
 def _no_shards(out):
+    media = os.path.isdir(out) and any(f.lower().endswith(IMAGE_EXTS + VIDEO_EXTS) for f in os.listdir(out))
+    if media:  # the raw clips, not their shards
+        shards = out.rstrip("/\\") + "_shards"
+        return FileNotFoundError(f"{out!r} holds images or videos, not token shards: encode them with "
+                                 f"`python data/prepare.py --folder={out} --out={shards}`, then train "
+                                 f"with --data_dir={shards}")
     return FileNotFoundError(f"no token shards in {out!r}: run `python data/prepare.py` "
                              f"(with --out={out} or --folder=... as needed)")
 

@@ -119,7 +119,7 @@ def test_unknown_section_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="is a folder: give a file name"):  # before, not after, the run
         bench.main(SMALL + [f"--out={tmp_path}"])
     (tmp_path / "afile").write_text("mine")
-    with pytest.raises(SystemExit, match="--out=.*afile: cannot write there"):
+    with pytest.raises(SystemExit, match="afile is a file, not a folder"):
         bench.main(SMALL + [f"--out={tmp_path / 'afile' / 'b.json'}"])
 
 

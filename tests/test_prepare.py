@@ -226,7 +226,7 @@ def test_shards_are_never_written_over(tmp_path, tokenizer_path, monkeypatch):
         prepare_shapes(**dict(opts, out=str(other)))
     assert {f.name: f.read_bytes() for f in out.iterdir()} == before
     assert (other / "notes.txt").read_text() == "mine"
-    with pytest.raises(FileExistsError, match="notes.txt: cannot write there"):
+    with pytest.raises(FileExistsError, match="notes.txt is a file, not a folder"):
         prepare_shapes(**dict(opts, out=str(other / "notes.txt" / "shards")))
     (tmp_path / "bad.pt").write_bytes(b"not a tokenizer")
     with pytest.raises(ValueError, match="bad.pt is not a video tokenizer"):
@@ -262,6 +262,10 @@ def test_bad_folders_fail_clearly(tmp_path, tokenizer_path):
         prepare_folder(str(tmp_path / "nocaps"), **opts)
     with pytest.raises(FileNotFoundError, match="python data/prepare.py"):
         load_shards(str(empty), "train", "video")
+    raw = str(tmp_path / "nocaps")  # the clips themselves, given as shards
+    with pytest.raises(FileNotFoundError, match=f"holds images or videos, not token shards: encode them "
+                                                f"with `python data/prepare.py --folder={raw} --out={raw}_shards`"):
+        load_shards(raw, "train", "video")
     folder = tmp_path / "captioned"
     write_images(folder, ["a.png", "b.png"])
     (folder / "captions.jsonl").write_text('{"file": "a.png", "caption": "red"}\nnot json\n')
@@ -281,8 +285,8 @@ def test_bad_folders_fail_clearly(tmp_path, tokenizer_path):
     assert not (tmp_path / "shards" / "meta.json").exists()
 
 
-@pytest.mark.parametrize("bad, message", [(dict(frames=6), "1 \\+ k\\*4"),
-                                          (dict(height=18), "multiple of 4")])
+@pytest.mark.parametrize("bad, message", [(dict(frames=6), "1 \\+ k\\*4 .*: use --frames=5 or 9"),
+                                          (dict(height=18), "multiple of 4 .*--height=20")])
 def test_bad_geometry_is_a_value_error(tmp_path, tokenizer_path, bad, message):
     folder = tmp_path / "imgs"
     write_images(folder, ["a.png"])

@@ -318,6 +318,8 @@ def test_cli_bad_input(trained_run, tmp_path):
     Image.new("RGBA", (32, 32), (255, 0, 0, 128)).save(tmp_path / "glass.png")
     with pytest.raises(SystemExit, match="has transparent pixels"):
         sample.main([f"--out_dir={trained_run}", f"--image={tmp_path / 'glass.png'}"])
+    with pytest.raises(SystemExit, match="--prompt is empty: give a caption"):
+        sample.main([f"--out_dir={trained_run}", "--prompt= "])
     with pytest.raises(SystemExit, match="over the model's text budget"):
         sample.main([f"--out_dir={trained_run}", "--prompt=" + "a red circle " * 40])
     with pytest.raises(SystemExit, match="unknown config key 'promt'"):
@@ -345,7 +347,7 @@ def test_cli_bad_input(trained_run, tmp_path):
     with pytest.raises(SystemExit, match="device='gpu': this project runs on 'cpu' or 'cuda'"):
         sample.main([f"--out_dir={trained_run}", "--device=gpu"])
     (tmp_path / "afile").write_text("mine")
-    with pytest.raises(SystemExit, match="--sample_dir=.*afile: cannot write there"):
+    with pytest.raises(SystemExit, match="--sample_dir=.*afile is a file, not a folder"):
         sample.main([f"--out_dir={trained_run}", f"--sample_dir={tmp_path / 'afile'}"])
     assert (tmp_path / "afile").read_text() == "mine"
     tok = torch.load(trained_run / "ckpt.pt", weights_only=True)["meta"]["tokenizer"]

@@ -44,6 +44,9 @@ def test_unknown_key_and_wrong_type_are_rejected(capsys, tmp_path):
         train.main(["--batchsize=3"])
     with pytest.raises(SystemExit, match="batch_size must be an int"):
         train.main(["--batch_size=big"])
+    with pytest.raises(SystemExit, match="sample_prompts must be a tuple .* e.g. "
+                                         "--sample_prompts=\"\\('a red circle',\\)\""):
+        train.main(["--sample_prompts=a red circle"])
     with pytest.raises(SystemExit, match="config file 'config/nope.py' not found"):
         train.main(["config/nope.py"])
     preset = tmp_path / "typo.py"
@@ -301,7 +304,7 @@ def test_a_new_run_never_writes_over_what_an_earlier_run_left(shards, tmp_path, 
     with pytest.raises(SystemExit, match=rf"stopped before its first checkpoint \({left}, no ckpt.pt\)"):
         train.main(args(shards, tmp_path, init_from="resume"))
     assert (tmp_path / left).read_bytes() == b"kept" and not (tmp_path / "ckpt.pt").exists()
-    with pytest.raises(SystemExit, match=f"--out_dir=.*{left}: cannot write there"):  # a file
+    with pytest.raises(SystemExit, match=f"--out_dir=.*{left} is a file, not a folder"):
         train.main(args(shards, tmp_path / left))
 
 
