@@ -641,4 +641,5 @@ if __name__ == "__main__":
     try:
         main()
     except KeyboardInterrupt:
-        raise SystemExit("\ninterrupted: no tokenizer was written; run the command again")
+        raise SystemExit("\ninterrupted: tokenizer.pt is written only when training ends; if it is "
+                         "not there, run the command again")
