@@ -76,6 +76,8 @@ def train_arm(cfg, arm, overrides, seed):
             check_reusable(out, json.load(f), cfg)
         return out
     resume = os.path.isfile(os.path.join(out, "ckpt.pt"))  # interrupted mid-run: continue it
+    if not resume and os.path.isfile(os.path.join(out, "log.jsonl")):  # stopped before its first
+        os.remove(os.path.join(out, "log.jsonl"))                      # checkpoint: start it again
     args = dict(overrides, out_dir=out, seed=seed, max_iters=cfg["max_iters"],
                 eval_interval=cfg["eval_interval"], sample_prompts=(),
                 init_from="resume" if resume else "scratch")

@@ -284,11 +284,12 @@ def main(argv=None):
         c = gpt_cfg  # parameters of the blocks' matrices, the embedding and the head (norms are few)
         n = c.n_layer * c.n_embd * (2 * c.n_embd + 2 * c.n_kv_head * c.head_dim + 3 * c.ffn_hidden) \
             + (c.vocab_size + c.n_visual) * c.n_embd
-        need = n * 4 * (4 if "train" in sections else 1)  # fp32 weights; + gradients, 2 optimizer states
+        states = 1 if cfg["optimizer"] == "muon" else 2  # per matrix: Muon's momentum; AdamW's two moments
+        need = n * 4 * (2 + states if "train" in sections else 1)  # fp32 weights (+ gradients, states)
         if need > memory_bytes():
-            raise SystemExit(f"error: the {cfg['model_size']} model needs about {need / 2**30:.0f} GB here "
+            raise SystemExit(f"error: the {cfg['model_size']} model needs at least {need / 2**30:.1f} GB here "
                              f"({n / 1e9:.2f}B parameters), more than this machine's "
-                             f"{memory_bytes() / 2**30:.0f} GB: take a smaller --model_size, or a GPU")
+                             f"{memory_bytes() / 2**30:.1f} GB: take a smaller --model_size, or a GPU")
     if os.path.isdir(cfg["out"]):
         raise SystemExit(f"error: --out={cfg['out']} is a folder: give a file name (bench.json)")
     writable_dir(os.path.dirname(cfg["out"]) or ".", "out")  # the figures go there: checked first

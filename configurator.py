@@ -21,8 +21,11 @@ import sys
 def _coerce(key, value, default):
     """`value` converted to the type of `default`, or a ValueError saying what was expected."""
     want = type(default)
-    hint = (f", written as Python, e.g. --{key}=\"{(value,) if isinstance(value, str) else default}\""
-            if want is tuple else "")  # a tuple of strings needs its quotes and commas
+    hint = ""
+    if want is tuple:  # how to write one, quotes and commas included
+        strings = isinstance(value, str) and all(isinstance(d, str) for d in default)
+        example = repr((value,) if strings else default)
+        hint = f', written as Python, e.g. --{key}="{example}"' if '"' not in example else ""
     wrong = ValueError(f"{key} must be {'an' if want is int else 'a'} {want.__name__} "
                        f"(default {default!r}), got {value!r}{hint}")
     if want is int and isinstance(value, bool):  # True is an int to Python, not to a user

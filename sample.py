@@ -242,8 +242,8 @@ def load_image_codes(path, tok, width, height):
                          f"RGB image")
     alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
     if alpha and img.convert("RGBA").getextrema()[3][0] < 255:
-        raise SystemExit(f"error: {path} has transparent pixels, which have no colour to encode: "
-                         f"flatten it onto a background, or save it without transparency")
+        raise SystemExit(f"error: {path} has transparent pixels: flatten it onto a background, or "
+                         f"save it without transparency")
     img = img.convert("RGB")
     if img.size != (width, height):
         raise SystemExit(f"error: {path} is {img.size[0]}x{img.size[1]} but the model generates "

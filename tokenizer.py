@@ -406,7 +406,7 @@ class VideoTokenizer(nn.Module):
         and width divisible by the spatial factors."""
         s_t, s_h, s_w = self.compression
         if (frames - 1) % s_t:
-            k = (frames - 1) // s_t
+            k = max(0, (frames - 1) // s_t)
             raise ValueError(f"{frames} frames: the tokenizer needs 1 + k*{s_t} frames "
                              f"(1, {1 + s_t}, {1 + 2 * s_t}, ...): use --frames={1 + k * s_t} or "
                              f"{1 + (k + 1) * s_t}, or trim or pad the clips")

@@ -338,7 +338,7 @@ def model_from_checkpoint(ckpt, path, **overrides):
         raise SystemExit(f"error: {path}: {e}")
     mine, theirs = model.state_dict(), ckpt["model"]
     wrong = sorted(set(mine) ^ set(theirs)) + [k for k in mine if k in theirs
-                                               and mine[k].shape != theirs[k].shape]
+                                               and getattr(theirs[k], "shape", None) != mine[k].shape]
     if wrong:  # torch's own message lists every key: name a few
         raise SystemExit(f"error: {path}: its weights do not fit the model its config describes "
                          f"({len(wrong)} missing, extra or misshapen, such as {', '.join(wrong[:3])}): "
@@ -533,9 +533,12 @@ def main(argv=None):
                          f"continue it with --init_from=resume, or start a new one in another "
                          f"--out_dir (or delete the old run first)")
     if cfg["init_from"] == "resume" and not os.path.isfile(ckpt_path):  # before any data is prepared
+        if "best.pt" in earlier:  # ckpt.pt deleted or renamed: the best one can be resumed
+            raise SystemExit(f"error: {cfg['out_dir']} holds best.pt but no ckpt.pt: copy best.pt to "
+                             f"ckpt.pt to resume from its best evaluation")
         if earlier:  # stopped before its first checkpoint: nothing to resume from
             raise SystemExit(f"error: the run in {cfg['out_dir']} stopped before its first checkpoint "
-                             f"({', '.join(earlier)}, no ckpt.pt): delete the folder's run files and "
+                             f"({', '.join(earlier)}, no ckpt.pt): delete {', '.join(earlier)} and "
                              f"start it again with --init_from=scratch")
         raise SystemExit(f"error: no checkpoint at {ckpt_path} to resume: point --out_dir at the run, "
                          f"or start one with --init_from=scratch")
@@ -572,8 +575,9 @@ def main(argv=None):
     meta = dict(train_data.meta, words=list(train_data.words))  # the checkpoint's text vocabulary
     if not os.path.exists(meta["tokenizer"]) and os.path.isfile(cfg["tokenizer_path"]):
         meta["tokenizer"] = cfg["tokenizer_path"]  # moved: the checkpoint records where it is now
-    elif (master and cfg["tokenizer_path"] != DEFAULTS["tokenizer_path"]
-          and os.path.realpath(cfg["tokenizer_path"]) != os.path.realpath(meta["tokenizer"])):
+    elif (master and cfg["tokenizer_path"] != DEFAULTS["tokenizer_path"] and os.path.exists(meta["tokenizer"])
+          and not (os.path.exists(cfg["tokenizer_path"])
+                   and os.path.samefile(cfg["tokenizer_path"], meta["tokenizer"]))):
         print(f"note: --tokenizer_path={cfg['tokenizer_path']} is not used: the data in {cfg['data_dir']} "
               f"was encoded with {meta['tokenizer']}, which decodes it")
     tok = None
@@ -594,10 +598,12 @@ def main(argv=None):
         if iter_num > cfg["max_iters"]:
             raise SystemExit(f"error: {ckpt_path} is at iteration {iter_num} already, past this run's "
                              f"max_iters={cfg['max_iters']}: raise --max_iters to train on")
-        if iter_num == cfg["max_iters"]:  # finished: nothing to train, nothing rewritten
+        if iter_num == cfg["max_iters"]:  # finished: nothing to train, no checkpoint rewritten
             if master:
                 print(f"{ckpt_path} is at max_iters={iter_num} already: nothing to train "
                       f"(raise --max_iters to train on)")
+                if cfg["sample_prompts"]:  # in case the run was stopped while it wrote them
+                    write_samples(model, tok, cfg, meta, device)
             if dist.is_initialized():
                 dist.destroy_process_group()
             return
@@ -727,4 +733,5 @@ if __name__ == "__main__":
         main()
     except KeyboardInterrupt:  # Ctrl-C: a hint, not a traceback
         raise SystemExit("\ninterrupted: the same command with --init_from=resume continues from the "
-                         "last checkpoint in its out_dir (one is written at each evaluation)")
+                         "last checkpoint in its out_dir, if one was written (at each evaluation); "
+                         "if none was, it says how to start again")

@@ -378,7 +378,8 @@ if __name__ == "__main__":
     except (ValueError, FileNotFoundError, FileExistsError) as e:  # bad geometry, no files, shards there
         raise SystemExit(f"error: {e}")
     except KeyboardInterrupt:
+        partial = config["out"].rstrip("/\\") + ".partial"  # ShardWriter's folder
         raise SystemExit(f"\ninterrupted: nothing was written to {config['out']}; run the command "
-                         f"again (it replaces the unfinished {config['out']}.partial)")
+                         f"again (it replaces the unfinished {partial})")
     print(f"wrote {config['out']}: counts {meta['counts']}, latent shapes {meta['latent_shape']}, "
           f"codes as {meta['dtype']}")

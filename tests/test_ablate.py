@@ -38,6 +38,11 @@ def test_mask_study_writes_table_and_resumes(shards, tmp_path):
     again = ablate.main(study_args(shards, tmp_path, "mask"))
     assert os.path.getmtime(ckpt) == before  # finished runs are not trained again
     assert again["tube"] == rows["tube"]
+    run = tmp_path / "mask" / "tube_s0"  # as if stopped before its first checkpoint: only a log
+    for f in run.iterdir():
+        if f.name != "log.jsonl":
+            f.unlink()
+    assert ablate.main(study_args(shards, tmp_path, "mask"))["tube"] == rows["tube"]  # trained again
 
 
 def test_history_study_scores_one_model_at_each_ratio(shards, tmp_path, monkeypatch):

@@ -301,7 +301,9 @@ def test_a_new_run_never_writes_over_what_an_earlier_run_left(shards, tmp_path, 
     (tmp_path / left).write_bytes(b"kept")
     with pytest.raises(SystemExit, match=rf"holds an earlier run \({left} exists\)"):
         train.main(args(shards, tmp_path))
-    with pytest.raises(SystemExit, match=rf"stopped before its first checkpoint \({left}, no ckpt.pt\)"):
+    how = {"best.pt": "holds best.pt but no ckpt.pt: copy best.pt to ckpt.pt to resume",
+           "log.jsonl": r"stopped before its first checkpoint \(log.jsonl, no ckpt.pt\): delete log.jsonl"}
+    with pytest.raises(SystemExit, match=how[left]):
         train.main(args(shards, tmp_path, init_from="resume"))
     assert (tmp_path / left).read_bytes() == b"kept" and not (tmp_path / "ckpt.pt").exists()
     with pytest.raises(SystemExit, match=f"--out_dir=.*{left} is a file, not a folder"):
@@ -350,6 +352,10 @@ def test_resume_at_or_past_max_iters_changes_nothing(shards, tmp_path, capsys):
     assert "at max_iters=2 already: nothing to train" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="at iteration 2 already, past this run's max_iters=1"):
         train.main(args(shards, tmp_path, max_iters=1, init_from="resume"))
+    assert {f: (tmp_path / f).read_bytes() for f in files} == files
+    # samples a run was stopped before writing are written on resume, and nothing else changes
+    train.main(args(shards, tmp_path, max_iters=2, init_from="resume", sample_prompts=("a red circle",)))
+    assert (tmp_path / "samples" / "a_red_circle.png").is_file()
     assert {f: (tmp_path / f).read_bytes() for f in files} == files
 
 
