@@ -1,6 +1,7 @@
 """Token shards: what goes in (shapes samples, a folder of captioned images and videos) comes out
 of load_shards as the tokenizer's codes with its records; bad folders fail with a clear message."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -263,8 +264,9 @@ def test_bad_folders_fail_clearly(tmp_path, tokenizer_path):
     with pytest.raises(FileNotFoundError, match="python data/prepare.py"):
         load_shards(str(empty), "train", "video")
     raw = str(tmp_path / "nocaps")  # the clips themselves, given as shards
-    with pytest.raises(FileNotFoundError, match=f"holds images or videos, not token shards: encode them "
-                                                f"with `python data/prepare.py --folder={raw} --out={raw}_shards`"):
+    with pytest.raises(FileNotFoundError, match=re.escape(f"holds images or videos, not token shards: encode "
+                                                          f"them with `python data/prepare.py --folder={raw} "
+                                                          f"--out={raw}_shards`")):
         load_shards(raw, "train", "video")
     folder = tmp_path / "captioned"
     write_images(folder, ["a.png", "b.png"])
