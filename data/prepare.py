@@ -331,6 +331,10 @@ def prepare_folder(folder, **overrides):
     if not set(files) & set(captions):  # before a tokenizer is trained or a shard written
         raise ValueError(f"none of the {len(files)} files in {folder!r} has a caption (the captions "
                          f"file names e.g. {sorted(captions)[:3]}, the folder holds e.g. {files[:3]})")
+    missing = sorted(set(captions) - set(files))
+    if missing:  # a caption for a file that is not there (renamed, or of another type): say so
+        print(f"warning: the captions file names {len(missing)} file(s) not in {folder!r} as images or "
+              f"videos, e.g. {missing[:3]}; they are skipped")
     check_out(cfg["out"])
     tokenizer = get_tokenizer(cfg["tokenizer_path"], H, W, T, cfg["device"], cfg["tokenizer_args"])
     tokenizer.check_geometry(T, H, W)

@@ -100,13 +100,14 @@ def test_a_missing_tokenizer_is_trained_with_tokenizer_args(tmp_path, tokenizer_
     assert (seen["compression"], seen["levels"], seen["norm"]) == ((4, 8, 8), (8, 8, 8, 5, 5, 5), "group")
 
 
-def test_folder_of_pngs_with_csv_captions(tmp_path, tokenizer_path):
+def test_folder_of_pngs_with_csv_captions(tmp_path, tokenizer_path, capsys):
     folder = tmp_path / "imgs"
     write_images(folder, ["a.png", "b.png", "c.png"])
     (folder / "captions.csv").write_text("file,caption\na.png,a red thing\nb.png,\"b, blue\"\n"
-                                         "c.png,c\n")
+                                         "c.png,c\ngone.png,a caption without its file\n")
     opts = options(tmp_path, tokenizer_path)
     meta = prepare_folder(str(folder), **opts)
+    assert "names 1 file(s) not in" in capsys.readouterr().out  # said, not skipped in silence
     assert meta["counts"]["train"] == {"video": 0, "image": 3}
     codes, records = load_shards(opts["out"], "train", "image")
     assert [r["caption"] for r in records] == ["a red thing", "b, blue", "c"]
