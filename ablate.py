@@ -28,7 +28,7 @@ import numpy as np
 
 import eval as shapesbench
 import train
-from configurator import AT_LEAST_1, check_ranges, configure, print_config
+from configurator import AT_LEAST_1, check_ranges, configure, print_config, writable_dir
 from sample import CFG_SCALE, HISTORY_RATIO, STEPS, TEMPERATURE, TOKEN_TEMPERATURE, load_model
 
 STUDIES = {
@@ -342,6 +342,8 @@ def main(argv=None):
     if cfg["study"] not in (*STUDIES, "history"):
         raise SystemExit(f"error: unknown study {cfg['study']!r}; choose rope, mask or history")
     check_train_args(cfg)
+    writable_dir(cfg["out_dir"], "out_dir")  # the table goes there: checked before hours of runs
+    cfg["arms"] = ",".join(a.strip() for a in cfg["arms"].split(",") if a.strip())  # "1d, mrope" too
     if cfg["study"] == "history" and cfg["arms"]:
         raise SystemExit("error: the history study has no arms (it scores one model at each ratio); drop --arms")
     result = history_study(cfg) if cfg["study"] == "history" else training_study(cfg)

@@ -431,7 +431,8 @@ def main(argv=None):
     torch.set_flush_denormal(True)  # CPU: denormal floats are 10x slower and no more useful than 0
     from tokenizer import load_tokenizer
     if cfg["calibrate"]:
-        check_ranges(cfg, [(("height", "width", "frames"), AT_LEAST_1)])
+        check_ranges(cfg, [(("height", "width"), AT_LEAST_1), (("frames",), (lambda v: v >= 2, "at least 2: "
+                           "the video categories follow objects over frames"))])
         try:  # a bad tokenizer path stops here, not after the ground-truth columns
             tok = load_tokenizer(cfg["tokenizer_path"], cfg["device"]) if cfg["tokenizer_path"] else None
         except (FileNotFoundError, RuntimeError) as e:

@@ -9,6 +9,7 @@ image in frame 0.
     python sample.py --out_dir=out --prompt="a red circle moves right" --image=first.png
     (first.png: any image at the model's resolution, e.g. from data/shapes.py --caption="a red circle")
 """
+import hashlib
 import math
 import os
 
@@ -344,8 +345,10 @@ def main(argv=None):
                   if cfg[k] != DEFAULTS[k])
     if cfg["ckpt"] != DEFAULTS["ckpt"]:
         tag += "_" + file_stem(os.path.splitext(os.path.basename(cfg["ckpt"]))[0])
-    if cfg["image"]:
-        tag += "_from_" + file_stem(os.path.splitext(os.path.basename(cfg["image"]))[0])
+    if cfg["image"]:  # its name, and its content's hash: first.png and other/first.png differ
+        with open(cfg["image"], "rb") as f:
+            digest = hashlib.sha1(f.read()).hexdigest()[:6]
+        tag += f"_from_{file_stem(os.path.splitext(os.path.basename(cfg['image']))[0])}-{digest}"
     names = {}  # file name -> prompts that have it, in this run
     for prompt in prompts:
         text = format_prompt(prompt, meta["width"], meta["height"], frames, meta["fps"],

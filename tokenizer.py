@@ -413,7 +413,8 @@ class VideoTokenizer(nn.Module):
         if height % s_h or width % s_w:
             up = lambda n, s: -(-n // s) * s  # the next multiple
             raise ValueError(f"frames of {width}x{height} (width x height): the tokenizer needs a "
-                             f"height that is a multiple of {s_h} and a width of {s_w}: use "
+                             f"height that is a multiple of {s_h} and a width that is a multiple of "
+                             f"{s_w}: use "
                              f"--width={up(width, s_w)} --height={up(height, s_h)}, or resize or "
                              f"crop the frames")
 

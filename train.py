@@ -574,6 +574,8 @@ def main(argv=None):
     val_data = Batches(cfg, "val", 0, words=train_data.words)
     meta = dict(train_data.meta, words=list(train_data.words))  # the checkpoint's text vocabulary
     if not os.path.exists(meta["tokenizer"]) and os.path.isfile(cfg["tokenizer_path"]):
+        from sample import load_codes_tokenizer
+        load_codes_tokenizer(meta, "cpu", cfg["tokenizer_path"])  # the data's own, or one clear error
         meta["tokenizer"] = cfg["tokenizer_path"]  # moved: the checkpoint records where it is now
     elif (master and cfg["tokenizer_path"] != DEFAULTS["tokenizer_path"] and os.path.exists(meta["tokenizer"])
           and not (os.path.exists(cfg["tokenizer_path"])

@@ -257,7 +257,7 @@ def read_captions(folder):
                     raise ValueError(f"{jsonl} line {n} is not JSON ({e}): write one "
                                      f'{{"file": "clip.mp4", "caption": "..."}} a line') from None
     elif os.path.isfile(csv_path):
-        with open(csv_path, newline="") as f:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's BOM
             rows = list(csv.DictReader(f))
     else:
         raise FileNotFoundError(f"no captions.jsonl or captions.csv in {folder!r}: add one with a "

@@ -133,7 +133,7 @@ def test_history_study_on_a_given_model(shards, trained_run, tmp_path, monkeypat
 
 def test_arms_split_a_study_into_lanes(shards, tmp_path):
     """--arms trains only the named arms (one lane); a later full run reuses them."""
-    lane = ablate.main(study_args(shards, tmp_path, "rope") + ["--seeds=1", "--arms=1d,mmrope"])
+    lane = ablate.main(study_args(shards, tmp_path, "rope") + ["--seeds=1", "--arms=1d, mmrope"])
     assert list(lane) == ["1d", "mmrope"]
     assert sorted(os.listdir(tmp_path / "rope")) == ["1d_s0", "mmrope_s0"]
     assert "| mmrope |" in (tmp_path / "rope_1d_mmrope.md").read_text()
@@ -156,6 +156,9 @@ def test_train_args_may_not_set_what_the_study_sets_per_run(tmp_path):
         with pytest.raises(SystemExit, match=f"--train_args sets {clash}, which ablate.py sets"):
             ablate.main([f"--study={study}", f"--out_dir={tmp_path}", f"--train_args={extra}"])
     assert not os.listdir(tmp_path)  # stopped before anything ran
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(SystemExit, match="--out_dir=.*afile is a file, not a folder"):  # before any run
+        ablate.main(["--study=mask", f"--out_dir={tmp_path / 'afile'}"])
 
 
 @pytest.mark.skipif(ablate.fcntl is None, reason="claims need fcntl (not on Windows)")

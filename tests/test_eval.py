@@ -336,6 +336,8 @@ def test_calibration_with_a_missing_tokenizer_stops_before_scoring(tmp_path, mon
         shapesbench.main(["--calibrate=True", f"--tokenizer_path={tmp_path / 'nope.pt'}"])
     with pytest.raises(SystemExit, match="--frames=0 is out of range"):
         shapesbench.main(["--calibrate=True", "--frames=0"])
+    with pytest.raises(SystemExit, match="--frames=1 is out of range: use at least 2"):  # no motion to score
+        shapesbench.main(["--calibrate=True", "--frames=1"])
 
 
 # -----------------------------------------------------------------------------

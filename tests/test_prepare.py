@@ -103,8 +103,10 @@ def test_a_missing_tokenizer_is_trained_with_tokenizer_args(tmp_path, tokenizer_
 def test_folder_of_pngs_with_csv_captions(tmp_path, tokenizer_path, capsys):
     folder = tmp_path / "imgs"
     write_images(folder, ["a.png", "b.png", "c.png"])
-    (folder / "captions.csv").write_text("file,caption\na.png,a red thing\nb.png,\"b, blue\"\n"
-                                         "c.png,c\ngone.png,a caption without its file\n")
+    (folder / "captions.csv").write_text("\ufefffile,caption\na.png,a red thing\nb.png,\"b, blue\"\n"
+                                         "c.png,c\ngone.png,a caption without its file\n",  # a BOM, as
+                                         encoding="utf-8")                               # spreadsheets write
+
     opts = options(tmp_path, tokenizer_path)
     meta = prepare_folder(str(folder), **opts)
     assert "names 1 file(s) not in" in capsys.readouterr().out  # said, not skipped in silence

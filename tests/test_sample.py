@@ -1,4 +1,5 @@
 """AR-DF inference (sample.py): cached == uncached, guidance, history mask, tasks, files."""
+import hashlib
 import os
 import shutil
 
@@ -278,7 +279,8 @@ def test_cli_writes_gif_and_png(trained_run, tmp_path):
     Image.fromarray(noise).save(tmp_path / "first.png")  # varied codes, even from the test's tokenizer
     sample.main([f"--out_dir={trained_run}", "--prompt=a red circle moves up", "--steps=2",
                  f"--image={tmp_path / 'first.png'}", f"--sample_dir={tmp_path / 'i2v'}"])
-    assert (tmp_path / "i2v" / "a_red_circle_moves_up_steps2_from_first_0_0.gif").is_file()
+    digest = hashlib.sha1((tmp_path / "first.png").read_bytes()).hexdigest()[:6]  # name and content
+    assert (tmp_path / "i2v" / f"a_red_circle_moves_up_steps2_from_first-{digest}_0_0.gif").is_file()
     # frame 0 of the strip is the given image through the tokenizer, upscaled 4x
     tok = load_tokenizer(torch.load(trained_run / "ckpt.pt", weights_only=True)["meta"]["tokenizer"])
     assert len(torch.unique(tok.encode(noise[None]))) > 4

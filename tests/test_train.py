@@ -343,6 +343,22 @@ def test_a_tokenizer_path_the_data_does_not_use_is_named(shards, tmp_path, capsy
     assert os.path.samefile(ckpt["meta"]["tokenizer"], shards / "tok.pt")
 
 
+def test_a_moved_tokenizer_is_checked_before_it_is_recorded(shards, tmp_path):
+    """Shards whose tokenizer has moved take --tokenizer_path, but only the data's own tokenizer:
+    another file stops the run instead of entering the checkpoint."""
+    data = tmp_path / "data"
+    shutil.copytree(shards / "shards", data)
+    meta = json.loads((data / "meta.json").read_text())
+    (data / "meta.json").write_text(json.dumps(dict(meta, tokenizer=str(tmp_path / "moved.pt"))))
+    (tmp_path / "ckpt_like.pt").write_bytes(b"not a tokenizer")
+    with pytest.raises(SystemExit, match="ckpt_like.pt .*cannot be loaded"):
+        train.main(args(shards, tmp_path / "a", data_dir=str(data),
+                        tokenizer_path=str(tmp_path / "ckpt_like.pt")))
+    train.main(args(shards, tmp_path / "b", data_dir=str(data), max_iters=1))  # the real one, moved
+    ckpt = torch.load(tmp_path / "b" / "ckpt.pt", weights_only=True)
+    assert os.path.samefile(ckpt["meta"]["tokenizer"], shards / "tok.pt")
+
+
 def test_resume_at_or_past_max_iters_changes_nothing(shards, tmp_path, capsys):
     """Resuming a finished run with its own max_iters says so and rewrites nothing; with fewer
     it is an error (the checkpoint would claim a max_iters it ran past)."""
