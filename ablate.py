@@ -12,8 +12,8 @@ The paper's three studies in miniature, with the same budget per arm and several
 
 Each arm and seed trains into out_dir/<study>/<arm>_s<seed> (train.py) and is scored with
 ShapesBench (eval.py). Finished runs are skipped, so an interrupted study continues where it
-stopped. Writes out_dir/<study>.md (<study>_<arms>.md with --arms; mean and spread over seeds) and,
-with matplotlib (pip install matplotlib), a PNG.
+stopped. Writes out_dir/<study>.md (<study>_<arms>.md with --arms, history_<folder>.md with
+--model_dir; mean and spread over seeds) and, with matplotlib (pip install matplotlib), a PNG.
 """
 import contextlib
 import json
@@ -163,7 +163,8 @@ def bench(out, cfg, history_ratio=HISTORY_RATIO, seed=0):
     path = os.path.join(out, f"shapesbench_h{history_ratio}_s{seed}_cfg{cfg['cfg']}_steps{cfg['steps']}"
                              f"_t{cfg['temperature']}{token_suffix(cfg)}_n{cfg['n_per_category']}"
                              f"_d{shapesbench.DETECTOR}.json")
-    if not os.path.isfile(path):
+    trained = os.path.getmtime(os.path.join(out, "ckpt.pt"))
+    if not os.path.isfile(path) or os.path.getmtime(path) < trained:  # none yet, or trained on since
         scores = shapesbench.main([f"--out_dir={out}", f"--n_per_category={cfg['n_per_category']}",
                                    f"--history_ratio={history_ratio}", f"--seed={seed}",
                                    f"--cfg={cfg['cfg']}", f"--steps={cfg['steps']}",
@@ -298,6 +299,9 @@ def training_study(cfg):
 
 def history_study(cfg):
     if cfg["model_dir"]:  # an already trained run (its ckpt.pt), e.g. a longer one than max_iters
+        if os.path.isfile(cfg["model_dir"]):
+            raise SystemExit(f"error: model_dir={cfg['model_dir']!r} is a file: give the training run's "
+                             f"folder (the one that holds its ckpt.pt)")
         if not os.path.isfile(os.path.join(cfg["model_dir"], "ckpt.pt")):
             raise SystemExit(f"error: no ckpt.pt in model_dir={cfg['model_dir']!r}: train one first")
         out = cfg["model_dir"]
@@ -363,6 +367,8 @@ def main(argv=None):
         md += ("\nValidation losses: each run's final checkpoint on the same 20 validation batches "
                "(the same clips for every arm and seed).\n")
     name = cfg["study"] + (f"_{cfg['arms'].replace(',', '_')}" if cfg["arms"] else "")
+    if cfg["model_dir"]:  # another model's history table is another file
+        name += "_" + os.path.basename(os.path.normpath(cfg["model_dir"]))
     path = os.path.join(cfg["out_dir"], f"{name}.md")
     os.makedirs(cfg["out_dir"], exist_ok=True)
     with open(path, "w") as f:

@@ -1,6 +1,7 @@
 """ablate.py: a study runs end to end at a tiny budget, writes its table, and resumes."""
 import json
 import os
+import time
 
 import pytest
 import torch
@@ -51,6 +52,7 @@ def test_history_study_scores_one_model_at_each_ratio(shards, tmp_path, monkeypa
     def spy(argv):
         asked.append(next(a for a in argv if a.startswith("--history_ratio=")))
         seeds.add(next(a for a in argv if a.startswith("--seed=")))
+        assert {"--n_per_category=1", "--steps=1"} <= set(argv)  # the study's own settings
         return real_main(argv)
     monkeypatch.setattr(ablate.shapesbench, "main", spy)
     rows = ablate.main(study_args(shards, tmp_path, "history"))
@@ -60,6 +62,13 @@ def test_history_study_scores_one_model_at_each_ratio(shards, tmp_path, monkeypa
     assert seeds == {"--seed=0", "--seed=1"}  # --seeds=2 sampling seeds at every ratio
     config = torch.load(tmp_path / "history" / "tube_s0" / "ckpt.pt", weights_only=True)["config"]
     assert config["mask_kind"] == "tube"  # the model is the paper's: trained with tube masks
+    scored = len(asked)
+    ablate.main(study_args(shards, tmp_path, "history"))
+    assert len(asked) == scored  # the same model: its cached scores
+    later = time.time() + 10
+    os.utime(tmp_path / "history" / "tube_s0" / "ckpt.pt", (later, later))  # as if trained on since
+    ablate.main(study_args(shards, tmp_path, "history"))
+    assert len(asked) == 2 * scored  # scored again
 
 
 def test_table_cells_are_mean_and_spread():
@@ -110,9 +119,11 @@ def test_history_study_on_a_given_model(shards, trained_run, tmp_path, monkeypat
     rows = ablate.main(args)
     assert list(rows) == [f"history {r}" for r in ablate.HISTORY_RATIOS]
     assert not (tmp_path / "history").exists()  # nothing trained
-    assert f"model {trained_run}" in (tmp_path / "history.md").read_text()
+    assert f"model {trained_run}" in (tmp_path / f"history_{trained_run.name}.md").read_text()
     with pytest.raises(SystemExit, match="no ckpt.pt"):
         ablate.main(study_args(shards, tmp_path, "history") + [f"--model_dir={tmp_path}"])
+    with pytest.raises(SystemExit, match="is a file: give the training run's folder"):
+        ablate.main(study_args(shards, tmp_path, "history") + [f"--model_dir={trained_run / 'ckpt.pt'}"])
     moved = tmp_path / "moved"  # the model's tokenizer has moved: --tokenizer_path, as in eval.py
     moved.mkdir()
     ckpt = torch.load(trained_run / "ckpt.pt", weights_only=True)
