@@ -12,6 +12,7 @@ Also the file helpers every script shares: a writable output folder, checked bef
 and an atomic save.
 """
 import ast
+import difflib
 import math
 import os
 import re
@@ -61,9 +62,11 @@ def configure(defaults, argv=None):
     config = dict(defaults)
 
     def update(key, value, source):
-        if key not in defaults:
-            raise SystemExit(f"error: unknown config key {key!r} (from {source}).\n"
-                             f"valid keys: {', '.join(sorted(defaults))}")
+        if key not in defaults:  # one line: the nearest key, then all of them
+            near = difflib.get_close_matches(key, defaults, n=1)
+            hint = f": did you mean {near[0]!r}?" if near else "."
+            raise SystemExit(f"error: unknown config key {key!r} (from {source}){hint} "
+                             f"Valid keys: {', '.join(sorted(defaults))}")
         try:
             config[key] = _coerce(key, value, defaults[key])
         except ValueError as e:

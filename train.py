@@ -548,6 +548,9 @@ def main(argv=None):
     if master:
         writable_dir(cfg["out_dir"], "out_dir")
         header = run_header(cfg, device)
+    if os.path.isfile(cfg["data_dir"]):
+        raise SystemExit(f"error: --data_dir={cfg['data_dir']} is a file, not a folder: give the folder of "
+                         f"token shards (data/prepare.py writes one)")
     prepared = os.path.isfile(os.path.join(cfg["data_dir"], "meta.json"))
     if cfg["dataset"] == "shapes" and master and not prepared:
         from data.prepare import prepare_shapes

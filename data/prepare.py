@@ -335,16 +335,19 @@ def prepare_folder(folder, **overrides):
     if missing:  # a caption for a file that is not there (renamed, or of another type): say so
         print(f"warning: the captions file names {len(missing)} file(s) not in {folder!r} as images or "
               f"videos, e.g. {missing[:3]}; they are skipped")
-    check_out(cfg["out"])
-    tokenizer = get_tokenizer(cfg["tokenizer_path"], H, W, T, cfg["device"], cfg["tokenizer_args"])
-    tokenizer.check_geometry(T, H, W)
-    writer = ShardWriter(cfg["out"], tokenizer, cfg["batch_size"])
     # a stable hash of the name, so the split doesn't change when files are added; when no name
     # falls in val (a small folder), the lowest hash goes there, so training has validation clips
     hashes = {name: zlib.crc32(name.encode()) % 10_000 for name in files if name in captions}
     val = {name for name, h in hashes.items() if h < cfg["val_fraction"] * 10_000}
     if not val and cfg["val_fraction"] > 0 and len(hashes) > 1:
         val = {min(hashes, key=hashes.get)}
+    if val == set(hashes) and len(hashes) > 1:  # before anything is written: no clip left to train on
+        raise ValueError(f"--val_fraction={cfg['val_fraction']} puts all {len(hashes)} captioned files in "
+                         f"validation, none in training: lower it (0.05 is usual)")
+    check_out(cfg["out"])
+    tokenizer = get_tokenizer(cfg["tokenizer_path"], H, W, T, cfg["device"], cfg["tokenizer_args"])
+    tokenizer.check_geometry(T, H, W)
+    writer = ShardWriter(cfg["out"], tokenizer, cfg["batch_size"])
     skipped = 0
     for name in tqdm(files, desc=f"encoding {folder} -> {cfg['out']}"):
         if name not in captions:

@@ -280,6 +280,10 @@ def test_bad_folders_fail_clearly(tmp_path, tokenizer_path):
     (folder / "captions.csv").write_text("file,caption\na.png\nb.png,green\n")  # a.png's caption missing
     with pytest.raises(ValueError, match="entry 1: need the fields 'file' and 'caption' as text"):
         prepare_folder(str(folder), **opts)
+    (folder / "captions.csv").write_text("file,caption\na.png,red\nb.png,blue\n")
+    with pytest.raises(ValueError, match="puts all 2 captioned files in validation, none in training"):
+        prepare_folder(str(folder), **dict(opts, val_fraction=1.0))
+    assert not list(tmp_path.glob("shards*"))  # stopped before writing
     (folder / "captions.csv").write_text("file,caption\nc.png,red\n")  # names no file of the folder
     with pytest.raises(ValueError, match="none of the 2 files .* has a caption"):
         prepare_folder(str(folder), **opts)

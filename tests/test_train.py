@@ -40,8 +40,14 @@ def first_step_gradient(out_dir):
 
 
 def test_unknown_key_and_wrong_type_are_rejected(capsys, tmp_path):
-    with pytest.raises(SystemExit, match="(?s)unknown config key 'batchsize'.*valid keys: .*batch_size"):
+    with pytest.raises(SystemExit, match="unknown config key 'batchsize' .*: did you mean 'batch_size'\\? "
+                                         "Valid keys: .*batch_size") as e:
         train.main(["--batchsize=3"])
+    assert "\n" not in e.value.code  # one line
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(SystemExit, match="--data_dir=.*afile is a file, not a folder: give the folder of token"):
+        train.main([f"--data_dir={tmp_path / 'afile'}", f"--out_dir={tmp_path / 'run'}"])
+    assert (tmp_path / "afile").read_text() == "mine"
     with pytest.raises(SystemExit, match="batch_size must be an int"):
         train.main(["--batch_size=big"])
     with pytest.raises(SystemExit, match="sample_prompts must be a tuple .* e.g. "
