@@ -28,7 +28,7 @@ import numpy as np
 
 import eval as shapesbench
 import train
-from configurator import AT_LEAST_1, check_ranges, configure, print_config, writable_dir
+from configurator import AT_LEAST_1, check_ranges, configure, print_config, run, writable_dir
 from sample import CFG_SCALE, HISTORY_RATIO, STEPS, TEMPERATURE, TOKEN_TEMPERATURE, load_model
 
 STUDIES = {
@@ -370,7 +370,6 @@ def main(argv=None):
     if cfg["model_dir"]:  # another model's history table is another file
         name += "_" + os.path.basename(os.path.normpath(cfg["model_dir"]))
     path = os.path.join(cfg["out_dir"], f"{name}.md")
-    os.makedirs(cfg["out_dir"], exist_ok=True)
     with open(path, "w") as f:
         f.write(md)
     print(md)
@@ -381,8 +380,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        raise SystemExit("\ninterrupted: the same command continues the study (finished runs are "
-                         "kept, the interrupted one resumes from its last checkpoint)")
+    run(main, "the same command continues the study (finished runs are kept, the interrupted one "
+             "resumes from its last checkpoint)")

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from configurator import AT_LEAST_0, AT_LEAST_1, check_ranges, configure, print_config, writable_dir
+from configurator import AT_LEAST_0, AT_LEAST_1, check_ranges, configure, print_config, run, writable_dir
 from masking import flex_block_mask, frame_layout, training_mask
 from model import GPT, PRESETS, GPTConfig, device_peak_flops, loss_chunk_rows
 from sample import (CFG_SCALE, STEPS, FrameRunner, compile_for_sampling, generate, guided,
@@ -286,10 +286,11 @@ def main(argv=None):
             + (c.vocab_size + c.n_visual) * c.n_embd
         states = 1 if cfg["optimizer"] == "muon" else 2  # per matrix: Muon's momentum; AdamW's two moments
         need = n * 4 * (2 + states if "train" in sections else 1)  # fp32 weights (+ gradients, states)
-        if need > memory_bytes():
+        have = memory_bytes()
+        if need > have:
             raise SystemExit(f"error: the {cfg['model_size']} model needs at least {need / 2**30:.1f} GB here "
-                             f"({n / 1e9:.2f}B parameters), more than this machine's "
-                             f"{memory_bytes() / 2**30:.1f} GB: take a smaller --model_size, or a GPU")
+                             f"({n / 1e9:.2f}B parameters), more than this machine's {have / 2**30:.1f} GB: "
+                             f"take a smaller --model_size, or a GPU")
     if os.path.isdir(cfg["out"]):
         raise SystemExit(f"error: --out={cfg['out']} is a folder: give a file name (bench.json)")
     writable_dir(os.path.dirname(cfg["out"]) or ".", "out")  # the figures go there: checked first
@@ -365,7 +366,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        raise SystemExit("\ninterrupted")
+    run(main)

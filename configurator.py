@@ -102,6 +102,15 @@ def configure(defaults, argv=None):
     return config
 
 
+def run(main, interrupted=""):
+    """A script's entry point: main(), with Ctrl-C ending in one line (and `interrupted`, how to go
+    on) instead of a traceback."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        raise SystemExit("\ninterrupted" + (f": {interrupted}" if interrupted else "")) from None
+
+
 def check_device(device):
     """'cpu', 'cuda' or 'cuda:N' that this machine has; else one error line now, not a deep
     one later, far from the cause."""

@@ -426,7 +426,7 @@ def main(argv=None):
     from configurator import AT_LEAST_1, check_ranges, configure, print_config, writable_dir
     cfg = configure(DEFAULTS, argv)
     print_config(cfg)
-    from sample import check_sampling_args, load_codes_tokenizer, load_model
+    from sample import check_sampling_args, load_codes_tokenizer, load_model, settings_tag
     check_sampling_args(cfg)
     torch.set_flush_denormal(True)  # CPU: denormal floats are 10x slower and no more useful than 0
     from tokenizer import load_tokenizer
@@ -469,10 +469,9 @@ def main(argv=None):
     breaks = consistency_breaks(clips, prompts)
     print("consistency: " + format_breaks(breaks))
     # one file per checkpoint and sampling setting: another setting never overwrites a result
-    tag = "".join(f"_{short}{cfg[k]}" for k, short in (("seed", "s"), ("cfg", "cfg"), ("steps", "steps"),
-                  ("temperature", "t"), ("token_temperature", "tt"), ("n_per_category", "n"),
-                  ("batch_size", "b"))  # chunks draw from seed + their start: the batch size matters
-                  if cfg[k] != DEFAULTS[k])
+    tag = settings_tag(cfg, DEFAULTS, (("seed", "s"), ("cfg", "cfg"), ("steps", "steps"), ("temperature", "t"),
+                                       ("token_temperature", "tt"), ("n_per_category", "n"),
+                                       ("batch_size", "b")))  # chunks draw from seed + their start
     which = "" if cfg["ckpt"] == "ckpt.pt" else "_" + os.path.splitext(os.path.basename(cfg["ckpt"]))[0]
     stem = os.path.join(cfg["out_dir"], f"shapesbench{which}_h{cfg['history_ratio']}{tag}")
     with open(stem + ".json", "w") as f:
@@ -491,7 +490,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        raise SystemExit("\ninterrupted")
+    from configurator import run
+    run(main)

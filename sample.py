@@ -220,6 +220,13 @@ def file_stem(prompt):
     return name.strip("._")[:60] or "no_prompt"
 
 
+def settings_tag(cfg, defaults, shorts):
+    """'_{short}{value}' for each (key, short) of `shorts` whose setting is off its default: the part
+    of an output's file name that keeps one setting's results from overwriting another's (the
+    videos here, eval.py's scores)."""
+    return "".join(f"_{short}{cfg[k]}" for k, short in shorts if cfg[k] != defaults[k])
+
+
 def check_sampling_args(cfg):
     """Sampling settings that would run but mean nothing stop here, with the range to use (and
     the counts of sample.py and eval.py: samples, batch size, prompts per category)."""
@@ -340,9 +347,8 @@ def main(argv=None):
             print("note: --image with --frames=1 gives back the image (as its codes decode): "
                   "nothing is generated")
     # settings off their defaults name the files too (as eval.py's), so no run overwrites another's
-    tag = "".join(f"_{short}{cfg[k]}" for k, short in (("frames", "f"), ("steps", "steps"), ("cfg", "cfg"),
-                  ("temperature", "t"), ("token_temperature", "tt"), ("history_ratio", "h"))
-                  if cfg[k] != DEFAULTS[k])
+    tag = settings_tag(cfg, DEFAULTS, (("frames", "f"), ("steps", "steps"), ("cfg", "cfg"), ("temperature", "t"),
+                                       ("token_temperature", "tt"), ("history_ratio", "h")))
     if cfg["ckpt"] != DEFAULTS["ckpt"]:
         tag += "_" + file_stem(os.path.splitext(os.path.basename(cfg["ckpt"]))[0])
     if cfg["image"]:  # its name, and its content's hash: first.png and other/first.png differ
@@ -378,7 +384,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        raise SystemExit("\ninterrupted")
+    from configurator import run
+    run(main)

@@ -414,9 +414,8 @@ class VideoTokenizer(nn.Module):
             up = lambda n, s: -(-n // s) * s  # the next multiple
             raise ValueError(f"frames of {width}x{height} (width x height): the tokenizer needs a "
                              f"height that is a multiple of {s_h} and a width that is a multiple of "
-                             f"{s_w}: use "
-                             f"--width={up(width, s_w)} --height={up(height, s_h)}, or resize or "
-                             f"crop the frames")
+                             f"{s_w}: use --width={up(width, s_w)} --height={up(height, s_h)}, or "
+                             f"resize or crop the frames")
 
     @torch.no_grad()
     def encode(self, video):
@@ -639,8 +638,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        raise SystemExit("\ninterrupted: tokenizer.pt is written only when training ends; if it is "
-                         "not there, run the command again")
+    from configurator import run
+    run(main, "tokenizer.pt is written only when training ends; if it is not there, run the command again")

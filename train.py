@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from configurator import (AT_LEAST_0, AT_LEAST_1, FRACTION, POSITIVE, check_ranges, configure,
-                          first_sentence, print_config, save_atomic, writable_dir)
+                          first_sentence, print_config, run, save_atomic, writable_dir)
 from masking import MASK_KINDS, training_mask
 from model import GPT, PRESETS, GPTConfig, device_peak_flops, prompt_pairs
 from optim import Combined, Muon, cosine_lr
@@ -576,8 +576,8 @@ def main(argv=None):
     train_data = Batches(cfg, "train", rank)
     val_data = Batches(cfg, "val", 0, words=train_data.words)
     meta = dict(train_data.meta, words=list(train_data.words))  # the checkpoint's text vocabulary
+    from sample import load_codes_tokenizer  # here: sample.py imports train.py
     if not os.path.exists(meta["tokenizer"]) and os.path.isfile(cfg["tokenizer_path"]):
-        from sample import load_codes_tokenizer
         load_codes_tokenizer(meta, "cpu", cfg["tokenizer_path"])  # the data's own, or one clear error
         meta["tokenizer"] = cfg["tokenizer_path"]  # moved: the checkpoint records where it is now
     elif (master and cfg["tokenizer_path"] != DEFAULTS["tokenizer_path"] and os.path.exists(meta["tokenizer"])
@@ -587,7 +587,6 @@ def main(argv=None):
               f"was encoded with {meta['tokenizer']}, which decodes it")
     tok = None
     if master and cfg["sample_prompts"]:  # the samples at the end need the data's tokenizer: load it now
-        from sample import load_codes_tokenizer
         tok = load_codes_tokenizer(meta, device)  # checked against the data's fingerprint
         for prompt in cfg["sample_prompts"]:
             sample_prompt(prompt, cfg, meta)  # each fits the text budget (or one error, now)
@@ -734,9 +733,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:  # Ctrl-C: a hint, not a traceback
-        raise SystemExit("\ninterrupted: the same command with --init_from=resume continues from the "
-                         "last checkpoint in its out_dir, if one was written (at each evaluation); "
-                         "if none was, it says how to start again")
+    run(main, "the same command with --init_from=resume continues from the last checkpoint in its "
+             "out_dir, if one was written (at each evaluation); if none was, it says how to start again")

@@ -116,13 +116,18 @@ def check_out(out):
                               f"folder first")
 
 
+def partial_dir(out):
+    """Where ShardWriter writes the shards for `out` until they are complete."""
+    return out.rstrip("/\\") + ".partial"
+
+
 class ShardWriter:
     """Buffers (clip, record) pairs per (split, kind), encodes them in batches, appends to disk.
     Writes into out + '.partial' and renames it to out at close(): an interrupted run leaves no
     folder that looks finished, and never touches one that is."""
 
     def __init__(self, out, tokenizer, batch_size):
-        self.final, out = out, out.rstrip("/\\") + ".partial"  # callers check_out(out) first
+        self.final, out = out, partial_dir(out)  # callers check_out(out) first
         shutil.rmtree(out, ignore_errors=True)  # ours: an earlier interrupted attempt
         os.makedirs(out)
         self.out, self.tokenizer, self.batch_size = out, tokenizer, batch_size
@@ -385,8 +390,7 @@ if __name__ == "__main__":
     except (ValueError, FileNotFoundError, FileExistsError) as e:  # bad geometry, no files, shards there
         raise SystemExit(f"error: {e}")
     except KeyboardInterrupt:
-        partial = config["out"].rstrip("/\\") + ".partial"  # ShardWriter's folder
         raise SystemExit(f"\ninterrupted: nothing was written to {config['out']}; run the command "
-                         f"again (it replaces the unfinished {partial})")
+                         f"again (it replaces the unfinished {partial_dir(config['out'])})")
     print(f"wrote {config['out']}: counts {meta['counts']}, latent shapes {meta['latent_shape']}, "
           f"codes as {meta['dtype']}")
